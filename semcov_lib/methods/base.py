@@ -1,0 +1,104 @@
+"""The contract between the trainer and every method (SemCovNet, peers, baselines).
+
+A *batch* is a dict of tensors on the training device:
+
+``x``          float (B, 3, H, W) normalised images, or (B, C, h, w) cached backbone features
+``y``          long (B,) class index
+``desc``       float (B, K) descriptor scores with NaN replaced by 0
+``desc_mask``  float (B, K) 1 where the score was observed, 0 where it was NaN
+``subgroup``   long (B,) subgroup index into ``DataInfo.subgroups``
+``index``      long (B,) row index inside the split being iterated
+
+A method is an ``nn.Module`` that owns its backbone. The trainer only calls the methods
+below, so a new method never needs a trainer change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class DataInfo:
+    """What a method may know about its training data (all from the training split)."""
+
+    classes: list[str]
+    descriptors: list[str]  # column names, e.g. MONET_hair
+    descriptor_text: list[str]  # human-readable names used for text embeddings, e.g. "hair"
+    subgroups: list[str]
+    class_counts: np.ndarray  # (T,) training images per class
+    coverage: np.ndarray  # (T, K, S) soft training coverage cov_g, NaN where N_{c,s} = 0
+    group_counts: np.ndarray  # (T, S) training images per (class, subgroup)
+    prevalence: np.ndarray  # (K,) global descriptor prevalence pi_k
+    input_shape: tuple[int, int, int]  # shape of one batch["x"] item
+    features_cached: bool = False  # True when batch["x"] holds cached backbone features
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_descriptors(self) -> int:
+        return len(self.descriptors)
+
+    @property
+    def n_subgroups(self) -> int:
+        return len(self.subgroups)
+
+
+@dataclass
+class TrainContext:
+    """Where training stands; handed to every loss and hook."""
+
+    epoch: int  # 0-based
+    n_epochs: int
+    step: int = 0  # global optimisation step
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done at the start of this epoch, in [0, 1)."""
+        return self.epoch / max(self.n_epochs, 1)
+
+
+class Method(nn.Module):
+    """Base class: plain cross-entropy on ``forward(batch)["logits"]`` (i.e. ERM)."""
+
+    name = "method"
+
+    def __init__(self, info: DataInfo, hp: dict):
+        super().__init__()
+        self.info = info
+        self.hp = dict(hp)
+
+    def forward(self, batch: dict) -> dict:  # pragma: no cover - abstract
+        """Return a dict with at least ``logits`` (B, T)."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict, out: dict, ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss and its named parts (floats, logged per epoch)."""
+        ce = nn.functional.cross_entropy(out["logits"], batch["y"])
+        return ce, {"ce": float(ce.detach())}
+
+    @torch.no_grad()
+    def predict_logits(self, batch: dict) -> torch.Tensor:
+        """Logits used for evaluation (post-hoc adjustments override this)."""
+        return self(batch)["logits"]
+
+    def sampling(self, ctx: TrainContext) -> str:
+        """``"instance"`` (default) or ``"class_balanced"`` sampling for this epoch."""
+        return "instance"
+
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        """Hook: switch loss phases, freeze parts, ..."""
+
+    def on_epoch_end(self, ctx: TrainContext) -> None:
+        """Hook: update memory banks, prototypes, group weights, ..."""
+
+    def after_step(self, batch: dict, out: dict, ctx: TrainContext) -> None:
+        """Hook run after each optimiser step (EMA buffers, memory banks, ...)."""
