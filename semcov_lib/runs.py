@@ -1,0 +1,151 @@
+"""Run folders: seeding, atomic writes, configuration hashes and run manifests.
+
+A run folder holds everything one training run produced. Files are written atomically
+(temporary file + rename), and ``metrics.json`` is written last, so a folder with a
+``metrics.json`` is complete and a folder without one is resumable or disposable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from semcov_lib import __version__
+from semcov_lib.paths import REPO_ROOT
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed ``random``, NumPy and torch; turn on deterministic algorithms where supported."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+
+
+def config_hash(config: dict[str, Any], length: int = 10) -> str:
+    """A short stable hash of a JSON-serialisable configuration (key order ignored)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def json_ready(value: Any) -> Any:
+    """Convert NumPy scalars/arrays and non-finite floats into strict-JSON values (NaN -> None)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Strict JSON (NaN written as null), atomically."""
+    return write_text_atomic(path, json.dumps(json_ready(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_csv_atomic(path: str | Path, frame) -> Path:
+    """Write a pandas DataFrame as CSV atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def git_state() -> dict[str, Any]:
+    """The repository's commit and whether the work tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD") or None
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment_versions() -> dict[str, Any]:
+    """Versions of what shapes the numbers: Python, NumPy, torch, semcov_lib, device."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "semcov_lib": __version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        info["torch"] = None
+    for name in ("pandas", "sklearn", "scipy"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:  # pragma: no cover
+            info[name] = None
+    return info
+
+
+def run_manifest(config: dict[str, Any], seed: int, timings: dict[str, float], **extra: Any) -> dict[str, Any]:
+    """The manifest stored in every run folder (config, seed, git, versions, timings)."""
+    return {
+        "config": config,
+        "config_hash": config_hash(config),
+        "seed": seed,
+        "git": git_state(),
+        "versions": environment_versions(),
+        "timings_s": timings,
+        "created_unix": time.time(),
+        **extra,
+    }
+
+
+@contextmanager
+def timer(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Accumulate the wall time of a block into ``timings[name]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start

@@ -1,0 +1,648 @@
+"""The trainer every method uses, its run folders, and the ``train`` command.
+
+One call of :func:`train` trains one (method, configuration, seed) and writes a run folder:
+
+``manifest.json``     configuration, seed, git commit, versions, device, timings
+``config.json``       the resolved configuration (also inside every checkpoint)
+``log.csv``           one row per epoch: training loss parts, validation metrics, time
+``checkpoint.pt``     latest state (written atomically each epoch; removed when done)
+``predictions_<split>.csv``  sample id, label, prediction and class probabilities
+``metrics.json``      test-split metrics plus a ``stress`` sub-object; written last
+
+A folder whose ``metrics.json`` matches the configuration is reused, not retrained; a
+folder with only a checkpoint resumes where it stopped. Training is seeded and
+deterministic on the CPU (same seed, same machine -> same numbers), uses mixed precision
+on CUDA, and runs data-parallel under ``torchrun`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from semcov_lib.config import ConfigError, apply_overrides, load_yaml, parse_overrides, to_dict
+from semcov_lib.methods import build_method, method_defaults
+from semcov_lib.methods.base import DataInfo, Method, TrainContext
+from semcov_lib.paths import RUNS_DIR, cache_dir
+from semcov_lib.runs import (
+    config_hash,
+    json_ready,
+    run_manifest,
+    seed_everything,
+    timer,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from semcov_lib.table import SCITable
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (method hyper-parameters live in ``hp``)."""
+
+    method: str = "erm"
+    profile: str = "smoke"  # benchmark profile when ``data`` is empty
+    seed: int = 0
+    data: str = ""  # a dataset folder; empty = the profile's embedded benchmark
+    dataset: str = "milk10k"  # loader used for ``data``
+    dataset_options: dict = field(default_factory=dict)
+    benchmark_seed: int = 0
+    benchmark_overrides: dict = field(default_factory=dict)
+    image_size: int = 32  # images are fed at this size (resized from the dataset)
+    feature_cache: bool = False  # train heads on frozen pretrained features computed once
+    feature_backbone: str = "lite0"
+    feature_input_size: int = 96
+    backbone: str = "cnn"  # backbone for end-to-end training (ignored with feature_cache)
+    backbone_norm: str = "batch"  # batch | group | none (group/none make DDP match one process exactly)
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0  # linear learning-rate warm-up before the cosine decay
+    augment: bool = True  # random flips for end-to-end image training
+    selection_metric: str = "macro_f1"  # validation metric for model selection
+    n_boot: int = 1000  # bootstrap resamples for the CDI CI
+    min_weight: float = 5.0  # CDI validity threshold m
+    max_steps: int = 0  # stop after this many optimisation steps (0 = no limit; for tests)
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision (CUDA only)
+    hp: dict = field(default_factory=dict)  # method hyper-parameter overrides
+
+    def resolved_hp(self) -> dict[str, Any]:
+        """The method's DEFAULTS, the profile's backbone choice, then explicit overrides."""
+        hp = method_defaults(self.method)
+        hp["backbone"] = "cached" if self.feature_cache else self.backbone
+        hp["norm"] = self.backbone_norm
+        unknown = sorted(set(self.hp) - set(hp))
+        if unknown:
+            raise ConfigError(
+                f"unknown hyper-parameter(s) {unknown} for method {self.method!r}; "
+                f"valid: {sorted(hp)} or training keys {sorted(f.name for f in dataclasses.fields(TrainConfig))}"
+            )
+        hp.update(self.hp)
+        return hp
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run (everything but bookkeeping switches)."""
+        data = to_dict(self)
+        data["hp"] = self.resolved_hp()
+        for key in ("device", "amp"):
+            data.pop(key)
+        return data
+
+
+TRAIN_PROFILES: dict[str, dict[str, Any]] = {
+    # Proves every method runs: tiny images, the compact CNN trained end to end.
+    "smoke": dict(image_size=32, backbone="cnn", feature_cache=False, epochs=2, batch_size=64, lr=2e-3, n_boot=200),
+    # Laptop CPU: heads trained on frozen ImageNet EfficientNet-Lite0 features cached once.
+    "default": dict(
+        image_size=64, feature_cache=True, feature_backbone="lite0", feature_input_size=96,
+        epochs=12, batch_size=128, lr=1e-3, warmup_epochs=1, n_boot=1000,
+    ),
+    # As the paper: EfficientNet-Lite0 fine-tuned end to end on larger images (GPU or a long CPU run).
+    "paper": dict(
+        image_size=128, backbone="lite0", feature_cache=False, epochs=30, batch_size=64, lr=3e-4,
+        warmup_epochs=2, n_boot=1000,
+    ),
+}
+
+
+def train_config(
+    method: str = "erm",
+    profile: str = "smoke",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+) -> TrainConfig:
+    """Build a :class:`TrainConfig`: profile defaults < YAML file < ``overrides``.
+
+    Keys that are not training fields are method hyper-parameters and go into ``hp``.
+    """
+    if profile not in TRAIN_PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(TRAIN_PROFILES)}")
+    values: dict[str, Any] = dict(TRAIN_PROFILES[profile])
+    if config_file:
+        values.update(load_yaml(config_file))
+    values.update(overrides or {})
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    hp = dict(values.pop("hp", {}) or {})
+    hp.update({k: v for k, v in values.items() if k not in train_keys})
+    values = {k: v for k, v in values.items() if k in train_keys}
+    config = apply_overrides(TrainConfig(method=method, profile=profile, seed=seed), values, "train config")
+    config = dataclasses.replace(config, hp=hp)
+    config.resolved_hp()  # validates method name and hyper-parameter keys now
+    return config
+
+
+def run_dir_for(config: TrainConfig, root: str | Path | None = None) -> Path:
+    """The run folder of a configuration: ``runs/<method>/<config hash>-s<seed>``."""
+    root = Path(root) if root else RUNS_DIR
+    return root / config.method / f"{config_hash(config.identity())}-s{config.seed}"
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class SplitTensors:
+    """One split, ready for batching: inputs, labels, descriptors, subgroups."""
+
+    name: str
+    x: torch.Tensor  # uint8 images (N,3,H,W) or float16 features (N,C,h,w)
+    y: torch.Tensor
+    desc: torch.Tensor  # NaN replaced by 0
+    desc_mask: torch.Tensor
+    subgroup: torch.Tensor
+    scores: np.ndarray  # raw (N,K) scores with NaN, for evaluation
+    sample_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class PreparedData:
+    table: SCITable
+    info: DataInfo
+    splits: dict[str, SplitTensors]
+    key: str
+
+
+_DATA_CACHE: dict[str, PreparedData] = {}
+
+
+def load_table(config: TrainConfig) -> SCITable:
+    """The dataset of a configuration: a folder via a loader, or the embedded benchmark."""
+    if config.data:
+        from semcov_lib.loaders import load_dataset
+
+        return load_dataset(config.dataset, config.data, **config.dataset_options)
+    from semcov_lib.benchmark import load_benchmark
+
+    return load_benchmark(config.profile, seed=config.benchmark_seed, overrides=config.benchmark_overrides or None)
+
+
+def _data_key(config: TrainConfig) -> str:
+    keys = ("profile", "data", "dataset", "dataset_options", "benchmark_seed", "benchmark_overrides",
+            "image_size", "feature_cache", "feature_backbone", "feature_input_size")
+    return config_hash({k: getattr(config, k) for k in keys}, 16)
+
+
+def _cached_features(images: torch.Tensor, config: TrainConfig, progress: bool) -> torch.Tensor:
+    """Frozen backbone features of all images, computed once and cached on disk."""
+    from semcov_lib.backbones import extract_features
+
+    digest = config_hash(
+        {"images": _tensor_digest(images), "backbone": config.feature_backbone, "size": config.feature_input_size}, 20
+    )
+    path = cache_dir() / "features" / f"{config.feature_backbone}-{config.feature_input_size}-{digest}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    feats = extract_features(images, name=config.feature_backbone, input_size=config.feature_input_size,
+                             progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, feats.numpy())
+    tmp.replace(path)
+    return feats
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha1(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
+def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
+    """Load the table, images (or cached features) and the training-split statistics."""
+    key = _data_key(config)
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    from semcov_lib.coverage import coverage_array
+    from semcov_lib.images import load_images
+    from semcov_lib.text_embed import descriptor_text
+
+    table = load_table(config)
+    for needed in ("train", "val", "test"):
+        if not table.has_split(needed):
+            raise ValueError(f"dataset {table.name!r} has no {needed!r} rows; training needs train, val and test")
+    images = load_images(table, config.image_size)
+    inputs = _cached_features(images, config, progress) if config.feature_cache else images
+    levels = table.subgroup_levels()
+    labels, codes, scores = table.labels(), table.subgroup_codes(levels), table.scores()
+    split_col = table.frame["split"].to_numpy()
+    ids = table.frame["sample_id"].astype(str).to_numpy()
+
+    splits = {}
+    for name in ("train", "val", "test", "stress"):
+        rows = np.flatnonzero(split_col == name)
+        if len(rows) == 0:
+            continue
+        s = scores[rows]
+        splits[name] = SplitTensors(
+            name=name,
+            x=inputs[torch.from_numpy(rows)],
+            y=torch.from_numpy(labels[rows]),
+            desc=torch.from_numpy(np.nan_to_num(s, nan=0.0)),
+            desc_mask=torch.from_numpy(np.isfinite(s).astype(np.float32)),
+            subgroup=torch.from_numpy(codes[rows]),
+            scores=s,
+            sample_ids=ids[rows].tolist(),
+        )
+    train = splits["train"]
+    y_tr, g_tr = train.y.numpy(), train.subgroup.numpy()
+    T, S = table.n_classes, len(levels)
+    class_counts = np.bincount(y_tr, minlength=T)
+    empty = [table.classes[c] for c in np.flatnonzero(class_counts == 0)]
+    if empty:
+        warnings.warn(f"{table.name}: classes with no training samples: {empty}", stacklevel=2)
+    group_counts = np.zeros((T, S), dtype=np.int64)
+    np.add.at(group_counts, (y_tr, g_tr), 1)
+    info = DataInfo(
+        classes=list(table.classes),
+        descriptors=list(table.descriptors),
+        descriptor_text=descriptor_text(table.descriptors),
+        subgroups=levels,
+        class_counts=class_counts,
+        coverage=coverage_array(y_tr, g_tr, train.scores, T, S),
+        group_counts=group_counts,
+        prevalence=np.nanmean(train.scores, axis=0) if len(train.scores) else np.zeros(table.n_descriptors),
+        input_shape=tuple(inputs.shape[1:]),
+        features_cached=config.feature_cache,
+    )
+    data = PreparedData(table=table, info=info, splits=splits, key=key)
+    _DATA_CACHE[key] = data
+    return data
+
+
+def make_batch(split: SplitTensors, idx: torch.Tensor, device: torch.device, augment: bool = False,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Slice a batch; images become normalised floats, features floats; optional flips."""
+    x = split.x[idx]
+    if x.dtype == torch.uint8:
+        x = x.float().div_(127.5).sub_(1.0)  # (u8/255 - 0.5) / 0.5
+        if augment:
+            flip_h = torch.rand(len(idx), generator=generator) < 0.5
+            flip_v = torch.rand(len(idx), generator=generator) < 0.5
+            x[flip_h] = x[flip_h].flip(-1)
+            x[flip_v] = x[flip_v].flip(-2)
+    else:
+        x = x.float()
+    return {
+        "x": x.to(device),
+        "y": split.y[idx].to(device),
+        "desc": split.desc[idx].to(device),
+        "desc_mask": split.desc_mask[idx].to(device),
+        "subgroup": split.subgroup[idx].to(device),
+        "index": idx.to(device),
+    }
+
+
+def epoch_order(n: int, labels: torch.Tensor, mode: str, seed: int, epoch: int) -> torch.Tensor:
+    """Sample order of one epoch, a pure function of (seed, epoch) so resumes repeat it."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if mode == "instance":
+        return torch.randperm(n, generator=gen)
+    if mode == "class_balanced":
+        counts = torch.bincount(labels)
+        weights = (1.0 / counts.clamp(min=1).float())[labels]
+        return torch.multinomial(weights, n, replacement=True, generator=gen)
+    raise ValueError(f"unknown sampling mode {mode!r}; expected 'instance' or 'class_balanced'")
+
+
+# --------------------------------------------------------------------------- training
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@torch.no_grad()
+def predict_probs(model: Method, split: SplitTensors, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities of a split (evaluation mode)."""
+    model.eval()
+    out = []
+    for start in range(0, len(split), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(split)))
+        logits = model.predict_logits(make_batch(split, idx, device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(model.info.classes)))
+
+
+def _quick_scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    pred = probs.argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "accuracy": float((pred == y).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0)),
+        }
+
+
+def _lr_factor(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
+    """Linear warm-up then cosine decay, per step."""
+    t = epoch + step_in_epoch / max(steps_per_epoch, 1)
+    if config.warmup_epochs and t < config.warmup_epochs:
+        return (t + 1.0 / max(steps_per_epoch, 1)) / config.warmup_epochs
+    span = max(config.epochs - config.warmup_epochs, 1e-9)
+    return 0.5 * (1.0 + np.cos(np.pi * min((t - config.warmup_epochs) / span, 1.0)))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt or belongs to another configuration."""
+
+
+def load_checkpoint(path: Path, expected_hash: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check it is ours."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a semcov checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "config_hash" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a semcov checkpoint (missing 'model'/'config_hash')")
+    if expected_hash is not None and state["config_hash"] != expected_hash:
+        raise CheckpointError(
+            f"checkpoint {path} was written by configuration {state['config_hash']}, not {expected_hash}"
+        )
+    return state
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
+          force: bool = False) -> dict[str, Any]:
+    """Train one run and return its metrics (reusing a finished run folder when it matches)."""
+    rank, world = _distributed()
+    run_dir = Path(run_dir) if run_dir else run_dir_for(config)
+    identity = config.identity()
+    chash = config_hash(identity)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and not force:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        if manifest.get("config_hash") == chash:
+            return json.loads(metrics_path.read_text())
+        raise ValueError(f"{run_dir} holds a finished run of another configuration; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress and rank == 0 and os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True")
+
+    timings: dict[str, float] = {}
+    with timer(timings, "data"):
+        data = prepare_data(config, progress=progress)
+    device = _device(config)
+    if world > 1:
+        _init_distributed(device)
+    seed_everything(config.seed)
+    model = build_method(config.method, data.info, config.resolved_hp()).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch, best_score, best_epoch, best_state, log = 0, -np.inf, -1, None, []
+
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.is_file() and not force:
+        state = load_checkpoint(ckpt_path, chash)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_state, log = state["best_state"], list(state["log"])
+        timings.update(state.get("timings", {}))
+
+    forward = model
+    if world > 1:
+        forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    use_amp = config.amp and device.type == "cuda"
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    steps_per_epoch = int(np.ceil(len(train_split) / config.batch_size))
+    step = start_epoch * steps_per_epoch
+    stop_after = int(os.environ.get("SEMCOV_STOP_AFTER_EPOCH", -1))  # simulates a kill (tests)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.method} s{config.seed}", disable=not progress,
+               leave=False)
+    for epoch in bar:
+        ctx = TrainContext(epoch=epoch, n_epochs=config.epochs, step=step, device=device)
+        model.on_epoch_start(ctx)
+        order = epoch_order(len(train_split), train_split.y, model.sampling(ctx), config.seed, epoch)
+        aug_gen = torch.Generator().manual_seed(config.seed * 7919 + epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for i, start in enumerate(range(0, len(order), config.batch_size)):
+            idx = order[start:start + config.batch_size]
+            if world > 1:
+                idx = idx[rank::world]
+            batch = make_batch(train_split, idx, device, augment=config.augment and not config.feature_cache,
+                               generator=aug_gen)
+            for group in optimiser.param_groups:
+                group["lr"] = config.lr * _lr_factor(config, epoch, i, steps_per_epoch)
+            ctx.step = step
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = forward(batch)
+                loss, parts = model.loss(batch, out, ctx)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{config.method}: non-finite loss {float(loss)} at epoch {epoch}, step {step}")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            model.after_step(batch, out, ctx)
+            step += 1
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if config.max_steps and step >= config.max_steps:
+                break
+        model.on_epoch_end(ctx)
+        train_time = time.perf_counter() - t0
+        timings["train"] = timings.get("train", 0.0) + train_time
+        n_batches = i + 1
+        row = {"epoch": epoch, **{f"train_{k}": v / n_batches for k, v in sums.items()}, "epoch_time_s": train_time,
+               "lr": optimiser.param_groups[0]["lr"]}
+        if rank == 0:
+            val = _quick_scores(val_split.y.numpy(), predict_probs(model, val_split, device))
+            row.update({f"val_{k}": v for k, v in val.items()})
+            score = val[config.selection_metric]
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            log.append(row)
+            _save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimiser.state_dict(), "epoch": epoch,
+                "best_state": best_state, "best_score": float(best_score), "best_epoch": best_epoch,
+                "log": log, "torch_rng": torch.get_rng_state(), "config_hash": chash,
+                "config": json_ready(identity), "timings": timings,
+            })
+            bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.3f}", val_f1=f"{val['macro_f1']:.3f}")
+        if epoch == stop_after:
+            os._exit(17)  # simulated kill right after a checkpoint (resume tests)
+        if config.max_steps and step >= config.max_steps:
+            break
+
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank != 0:
+        _finish_distributed(world)
+        return {}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    with timer(timings, "evaluate"):
+        metrics = _evaluate_and_write(model, data, config, run_dir, device)
+    metrics["best_epoch"] = best_epoch
+    metrics["selection_metric"] = config.selection_metric
+    metrics["method"] = config.method
+    metrics["seed"] = config.seed
+    write_csv_atomic(run_dir / "log.csv", pd.DataFrame(log))
+    write_json_atomic(run_dir / "config.json", identity)
+    write_json_atomic(run_dir / "manifest.json", run_manifest(
+        identity, config.seed, timings, config_hash=chash, device=str(device), world_size=world,
+        dataset=data.table.name, n_train=len(train_split),
+    ))
+    write_json_atomic(metrics_path, metrics)
+    torch.save(model.state_dict(), run_dir / ".model.pt.tmp")
+    (run_dir / ".model.pt.tmp").replace(run_dir / "model.pt")
+    ckpt_path.unlink(missing_ok=True)
+    _finish_distributed(world)
+    return json.loads(metrics_path.read_text())
+
+
+def _evaluate_and_write(model: Method, data: PreparedData, config: TrainConfig, run_dir: Path,
+                        device: torch.device) -> dict[str, Any]:
+    """Predict every evaluation split, write predictions, compute metrics (test + stress)."""
+    from semcov_lib.metrics import evaluate
+
+    info, results = data.info, {}
+    for name in ("test", "stress", "val"):
+        split = data.splits.get(name)
+        if split is None:
+            continue
+        probs = predict_probs(model, split, device)
+        pred = probs.argmax(1)
+        frame = pd.DataFrame({"sample_id": split.sample_ids, "label": split.y.numpy(), "pred": pred,
+                              "subgroup": [info.subgroups[g] for g in split.subgroup.numpy()]})
+        prob_cols = pd.DataFrame(probs, columns=[f"prob_{c}" for c in info.classes])
+        write_csv_atomic(run_dir / f"predictions_{name}.csv", pd.concat([frame, prob_cols], axis=1))
+        if name == "val":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results[name] = evaluate(
+                split.y.numpy(), probs, split.subgroup.numpy(), split.scores, info.coverage, info.class_counts,
+                info.classes, n_boot=config.n_boot, seed=config.seed, min_weight=config.min_weight,
+            )
+    metrics = dict(results["test"])
+    if "stress" in results:
+        metrics["stress"] = results["stress"]
+    return json_ready(metrics)
+
+
+def _init_distributed(device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _finish_distributed(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- many runs
+def _train_worker(args: tuple[TrainConfig, str | None]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    config, root = args
+    return train(config, run_dir_for(config, root), progress=False)
+
+
+def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | None = None,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """Train (or reuse) several runs; ``jobs > 1`` runs independent ones in parallel processes.
+
+    Data (benchmark, image and feature caches) is prepared once in this process first, so
+    worker processes only read caches.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [c for c in configs if not (run_dir_for(c, root) / "metrics.json").is_file()]
+    for config in {_data_key(c): c for c in todo}.values():
+        prepare_data(config, progress=progress)
+    if jobs <= 1 or len(todo) <= 1:
+        return [train(c, run_dir_for(c, root), progress=False)
+                for c in tqdm(configs, desc="runs", disable=not progress)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    root_str = str(root) if root else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_worker, (c, root_str)) for c in todo]
+        for f in tqdm(futures, desc="runs", disable=not progress):
+            f.result()
+    return [train(c, run_dir_for(c, root), progress=False) for c in configs]
+
+
+def load_run(config: TrainConfig, root: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a finished run; a clear error when it has not been trained."""
+    path = run_dir_for(config, root) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished run for {config.method} seed {config.seed} at {path.parent}")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser) -> None:
+    from semcov_lib.methods import METHODS
+
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="run folder (default: reports/runs/<method>/<hash>-s<seed>)")
+    parser.add_argument("--data", help="dataset folder to train on instead of the profile's benchmark")
+    parser.add_argument("--dataset", default="milk10k", help="loader for --data (default: milk10k layout)")
+    parser.add_argument("--config", help="YAML file of training keys and method hyper-parameters")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training key or method hyper-parameter (repeatable)")
+    parser.add_argument("--force", action="store_true", help="retrain even when a finished run exists")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    overrides = parse_overrides(args.set)
+    if args.data:
+        overrides.update(data=str(Path(args.data).resolve()), dataset=args.dataset)
+    config = train_config(args.method, args.profile, args.seed, overrides, args.config)
+    out = Path(args.out) if args.out else run_dir_for(config)
+    metrics = train(config, out, progress=not args.no_progress, force=args.force)
+    if metrics:
+        keys = ("accuracy", "macro_f1", "auroc", "ece", "cdi", "cdi_ci_low", "cdi_ci_high")
+        summary = ", ".join(f"{k}={metrics[k]:.3f}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}"
+                            for k in keys)
+        print(f"{config.method} seed {config.seed} -> {out}: {summary}")
+    return 0
