@@ -1,0 +1,122 @@
+"""Post-hoc analysis of finished runs: reload a model, per-SCG errors, attention, calibration.
+
+Everything here reads run folders written by :func:`semcov_lib.train.train`, so figures can
+be redrawn without retraining.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from semcov_lib.methods import build_method
+from semcov_lib.methods.base import Method
+from semcov_lib.train import TrainConfig, load_checkpoint, make_batch, prepare_data, run_dir_for
+
+
+def load_predictions(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
+    """The ``predictions_<split>.csv`` of a finished run."""
+    path = run_dir_for(config, root) / f"predictions_{split}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: train {config.method} seed {config.seed} first")
+    return pd.read_csv(path)
+
+
+def load_model(config: TrainConfig, root: str | Path | None = None) -> Method:
+    """Rebuild a finished run's model from its ``model.pt`` (safe ``weights_only`` load)."""
+    path = run_dir_for(config, root) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: train {config.method} seed {config.seed} first")
+    data = prepare_data(config)
+    model = build_method(config.method, data.info, config.resolved_hp())
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a loadable model state: {exc}") from exc
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def per_scg_errors(config: TrainConfig, split: str = "test", root: str | Path | None = None, n_boot: int = 0):
+    """The CDI result (with its per-SCG table) of a finished run, from its saved predictions."""
+    from semcov_lib.cdi import compute_cdi
+
+    data = prepare_data(config)
+    part = data.splits[split]
+    preds = load_predictions(config, split, root)
+    if list(preds["sample_id"].astype(str)) != part.sample_ids:
+        raise ValueError(f"predictions of {config.method} seed {config.seed} do not match the {split} split")
+    probs = preds[[f"prob_{c}" for c in data.info.classes]].to_numpy()
+    return compute_cdi(data.info.coverage, part.y.numpy(), preds["pred"].to_numpy(), part.subgroup.numpy(),
+                       part.scores, probs=probs, min_weight=config.min_weight, n_boot=n_boot, seed=config.seed)
+
+
+def calibration(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
+    """Reliability-diagram data (per confidence bin) of a finished run."""
+    from semcov_lib.metrics import reliability_data
+
+    data = prepare_data(config)
+    preds = load_predictions(config, split, root)
+    probs = preds[[f"prob_{c}" for c in data.info.classes]].to_numpy()
+    return pd.DataFrame(reliability_data(preds["label"].to_numpy(), probs))
+
+
+@torch.no_grad()
+def descriptor_attention(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
+    """How much SemCovNet's DAM leans on the descriptor branch, per descriptor.
+
+    For the gated DAM, h = γ⊙f_v + (1−γ)⊙f_d, so the mean of (1−γ) over a sample's feature
+    dimensions is the share of the descriptor branch. We average it over the samples in which
+    each descriptor is present (score ≥ 0.5) and absent. With the coverage-aware DAM the model
+    also returns per-descriptor token weights, which are reported directly.
+    """
+    model = load_model(config, root)
+    data = prepare_data(config)
+    part = data.splits[split]
+    shares, tokens = [], []
+    for start in range(0, len(part), 512):
+        idx = torch.arange(start, min(start + 512, len(part)))
+        out = model(make_batch(part, idx, torch.device("cpu")))
+        if "gate" in out and out["gate"] is not None:
+            shares.append((1.0 - out["gate"].float()).mean(dim=1).numpy())
+        if "token_weights" in out and out["token_weights"] is not None:
+            tokens.append(out["token_weights"].float().numpy())
+    if not shares:
+        raise ValueError(f"{config.method} with these switches has no DAM gate to analyse")
+    share = np.concatenate(shares)
+    present = np.nan_to_num(part.scores, nan=0.0) >= 0.5
+    rows = []
+    for k, name in enumerate(data.info.descriptors):
+        rows.append({
+            "descriptor": name,
+            "descriptor_share_present": float(share[present[:, k]].mean()) if present[:, k].any() else np.nan,
+            "descriptor_share_absent": float(share[~present[:, k]].mean()) if (~present[:, k]).any() else np.nan,
+            "token_weight": float(np.concatenate(tokens)[:, k].mean()) if tokens else np.nan,
+            "train_prevalence": float(data.info.prevalence[k]),
+            "seed": config.seed,
+        })
+    return pd.DataFrame(rows)
+
+
+def example_images(config: TrainConfig, n: int = 8, split: str = "test", seed: int = 0,
+                   root: str | Path | None = None) -> dict:
+    """A few evaluation images with their descriptor scores, labels and a run's predictions."""
+    from semcov_lib.images import load_images
+    from semcov_lib.train import load_table
+
+    data = prepare_data(config)
+    table = load_table(config)
+    rows = np.flatnonzero(table.frame["split"].to_numpy() == split)
+    pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
+    preds = load_predictions(config, split, root)
+    images = load_images(table, max(config.image_size, 64))[torch.from_numpy(rows[pick])]
+    return {
+        "images": images.permute(0, 2, 3, 1).numpy(),
+        "scores": data.splits[split].scores[pick],
+        "labels": [data.info.classes[i] for i in data.splits[split].y.numpy()[pick]],
+        "preds": [data.info.classes[i] for i in preds["pred"].to_numpy()[pick]],
+        "descriptors": data.info.descriptors,
+    }

@@ -1,0 +1,194 @@
+"""The experiment grid of the paper pipeline: which runs exist, and their results as tables.
+
+Notebooks call these so they hold no method code: the main comparison (every method x
+seeds), the SemCovNet ablation ladder and leave-one-out, the λ sensitivity sweeps and the
+benchmark tail-exponent sweep. Each returns :class:`~semcov_lib.train.TrainConfig` objects;
+:func:`semcov_lib.train.train_many` trains or reuses them, :func:`results_frame` collects
+their metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from semcov_lib.methods import METHODS
+from semcov_lib.runs import write_text_atomic
+from semcov_lib.train import TrainConfig, run_dir_for, train_config
+
+MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
+METRIC_COLUMNS = (
+    "accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece", "worst_group_accuracy",
+    "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "n_valid_scgs", "tail_error", "middle_error",
+    "head_error", "head_accuracy", "medium_accuracy", "tail_accuracy",
+)
+SEMCOVNET_SWITCHES = ("use_sdm", "use_dam", "use_dva", "use_cdi_reg")
+ABLATION_LADDER = {
+    "backbone": dict(use_sdm=False, use_dam=False, use_dva=False, use_cdi_reg=False),
+    "+SDM": dict(use_sdm=True, use_dam=False, use_dva=False, use_cdi_reg=False),
+    "+SDM+DAM": dict(use_sdm=True, use_dam=True, use_dva=False, use_cdi_reg=False),
+    "+SDM+DAM+DVA": dict(use_sdm=True, use_dam=True, use_dva=True, use_cdi_reg=False),
+    "full": dict(use_sdm=True, use_dam=True, use_dva=True, use_cdi_reg=True),
+}
+LEAVE_ONE_OUT = {
+    "full - DAM": dict(use_sdm=True, use_dam=False, use_dva=True, use_cdi_reg=True),
+    "full - DVA": dict(use_sdm=True, use_dam=True, use_dva=False, use_cdi_reg=True),
+    "full - CDI-reg": dict(use_sdm=True, use_dam=True, use_dva=True, use_cdi_reg=False),
+}
+
+
+def main_configs(profile: str, seeds: Iterable[int], methods: Iterable[str] = MAIN_METHODS,
+                 overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
+    """Every method x seed with the profile's protocol and each method's defaults."""
+    return [train_config(m, profile, s, overrides) for m in methods for s in seeds]
+
+
+def ablation_configs(profile: str, seeds: Iterable[int], leave_one_out: bool = True) -> dict[str, list[TrainConfig]]:
+    """SemCovNet variants by name: the ladder, then (optionally) leave-one-out."""
+    variants = dict(ABLATION_LADDER, **(LEAVE_ONE_OUT if leave_one_out else {}))
+    return {name: [train_config("semcovnet", profile, s, {"hp": hp}) for s in seeds] for name, hp in variants.items()}
+
+
+def sensitivity_configs(profile: str, seeds: Iterable[int], lambda_dva: Iterable[float],
+                        lambda_cdi: Iterable[float]) -> dict[tuple[str, float], list[TrainConfig]]:
+    """Full SemCovNet with one λ changed at a time (the other at its default)."""
+    out: dict[tuple[str, float], list[TrainConfig]] = {}
+    for key, values in (("lambda_dva", lambda_dva), ("lambda_cdi", lambda_cdi)):
+        for value in values:
+            out[(key, float(value))] = [train_config("semcovnet", profile, s, {"hp": {key: value}}) for s in seeds]
+    return out
+
+
+def tail_sweep_configs(profile: str, seeds: Iterable[int], exponents: Iterable[float],
+                       methods: Iterable[str] = ("erm", "semcovnet"),
+                       exponent_key: str = "tail_exponent") -> dict[tuple[str, float], list[TrainConfig]]:
+    """ERM and SemCovNet on benchmarks generated with different coverage tail exponents."""
+    return {
+        (m, float(e)): [train_config(m, profile, s, {"benchmark_overrides": {exponent_key: e}}) for s in seeds]
+        for m in methods for e in exponents
+    }
+
+
+def flatten(groups: dict[Any, list[TrainConfig]] | list[TrainConfig]) -> list[TrainConfig]:
+    """All configurations of a grid, in order, without duplicates."""
+    configs = groups if isinstance(groups, list) else [c for cs in groups.values() for c in cs]
+    seen, out = set(), []
+    for c in configs:
+        key = run_dir_for(c)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def results_frame(configs: list[TrainConfig], label: str | None = None, root: str | Path | None = None) -> pd.DataFrame:
+    """One row per run: method, seed, optional variant label, the metrics (stress ones prefixed)."""
+    rows = []
+    for config in configs:
+        path = run_dir_for(config, root) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"run {config.method} seed {config.seed} has not been trained ({path.parent})")
+        metrics = json.loads(path.read_text())
+        row = {"method": config.method, "seed": config.seed}
+        if label is not None:
+            row["variant"] = label
+        row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+        row.update({f"stress_{k}": metrics.get("stress", {}).get(k) for k in ("cdi", "cdi_signed_rho", "accuracy",
+                                                                              "macro_f1", "worst_group_accuracy")})
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    numeric = [c for c in frame.columns if c not in ("method", "variant", "run_dir")]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    return frame
+
+
+def grouped_results(groups: dict[Any, list[TrainConfig]], root: str | Path | None = None) -> pd.DataFrame:
+    """``results_frame`` over a named grid; the grid key becomes the ``variant`` column."""
+    frames = [results_frame(cs, label=str(k) if not isinstance(k, tuple) else None, root=root).assign(
+        **({"param": k[0], "value": k[1]} if isinstance(k, tuple) else {})) for k, cs in groups.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(frame: pd.DataFrame, by: str | list[str] = "method", metrics: Iterable[str] = METRIC_COLUMNS,
+              baseline: str | None = "erm") -> pd.DataFrame:
+    """Mean and std per group, plus the CDI reduction vs ``baseline`` (from mean CDIs)."""
+    metrics = [m for m in metrics if m in frame.columns]
+    by = [by] if isinstance(by, str) else list(by)
+    agg = frame.groupby(by, sort=False)[metrics].agg(["mean", "std"])
+    agg.columns = [f"{m}_{stat}" for m, stat in agg.columns]
+    agg["n_seeds"] = frame.groupby(by, sort=False).size()
+    if baseline is not None and by == ["method"] and baseline in agg.index and "cdi_mean" in agg:
+        base = agg.loc[baseline, "cdi_mean"]
+        agg["cdi_reduction_vs_erm"] = (base - agg["cdi_mean"]) / base if base else np.nan
+    return agg.reset_index()
+
+
+def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int = 3, keys: Iterable[str] = ("method",)) -> pd.DataFrame:
+    """A display table with 'mean ± std' strings."""
+    out = summary[list(keys)].copy()
+    for m in metrics:
+        mean, std = summary[f"{m}_mean"], summary[f"{m}_std"].fillna(0.0)
+        out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if np.isfinite(a) else "n/a" for a, b in zip(mean, std)]
+    return out
+
+
+def write_table(frame: pd.DataFrame, name: str, out_dir: str | Path, float_digits: int = 3) -> list[Path]:
+    """Write a table as CSV and LaTeX (booktabs), atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
+    latex = frame.to_latex(index=False, float_format=lambda x: f"{x:.{float_digits}f}", na_rep="--")
+    tex = write_text_atomic(out_dir / f"{name}.tex", latex)
+    return [csv, tex]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (no extra dependency)."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def update_readme_section(readme: str | Path, body: str, marker: str = "results") -> None:
+    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in the README."""
+    readme = Path(readme)
+    text = readme.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} section to update")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    write_text_atomic(readme, f"{head}{start}\n{body.strip()}\n{end}{tail}")
+
+
+LOWER_IS_BETTER = {"cdi", "ece", "tail_error", "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"}
+
+
+def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> list[str]:
+    """Plain sentences naming every method whose mean beats ``method`` on a metric."""
+    table = summary.set_index("method")
+    if method not in table.index:
+        raise KeyError(f"{method!r} is not in the summary (methods: {list(table.index)})")
+    sentences = []
+    for metric in metrics:
+        col = f"{metric}_mean"
+        if col not in table:
+            continue
+        ours = table.loc[method, col]
+        if not np.isfinite(ours):
+            continue
+        others = table[col].drop(method).dropna()
+        better = others[others < ours] if metric in LOWER_IS_BETTER else others[others > ours]
+        if len(better):
+            names = ", ".join(f"{m} ({v:.3f})" for m, v in better.sort_values(ascending=metric in LOWER_IS_BETTER).items())
+            sentences.append(f"On {metric}, {method} ({ours:.3f}) is beaten by {names}.")
+        else:
+            sentences.append(f"On {metric}, {method} ({ours:.3f}) is best.")
+    return sentences

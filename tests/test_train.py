@@ -1,0 +1,129 @@
+"""Trainer: run folders, determinism, reuse, resume after a kill, safe checkpoints, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from semcov_lib.config import ConfigError
+from semcov_lib.train import CheckpointError, load_checkpoint, train, train_config
+
+FAST = {"epochs": 2, "n_boot": 50}
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece",
+               "worst_group_accuracy", "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "n_valid_scgs")
+
+
+def _strip(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("timings",)}
+
+
+def test_run_folder_contents(tmp_path):
+    config = train_config("erm", "smoke", 0, FAST)
+    metrics = train(config, tmp_path / "run", progress=False)
+    for key in METRIC_KEYS:
+        assert key in metrics, key
+        assert key in metrics["stress"], key
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"metrics.json", "manifest.json", "config.json", "log.csv", "predictions_test.csv",
+            "predictions_stress.csv", "model.pt"} <= names
+    assert "checkpoint.pt" not in names
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["versions"]["torch"].startswith("2.14")
+    assert "commit" in manifest["git"] and manifest["timings_s"]["train"] > 0
+
+
+def test_same_seed_same_metrics_and_reuse(tmp_path):
+    config = train_config("semcovnet", "smoke", 1, FAST)
+    first = train(config, tmp_path / "a", progress=False)
+    second = train(config, tmp_path / "b", progress=False)
+    assert _strip(first) == _strip(second)
+    mtime = (tmp_path / "a" / "metrics.json").stat().st_mtime_ns
+    again = train(config, tmp_path / "a", progress=False)  # reused, not retrained
+    assert again == first and (tmp_path / "a" / "metrics.json").stat().st_mtime_ns == mtime
+    other = train_config("semcovnet", "smoke", 1, {**FAST, "lr": 0.01})
+    with pytest.raises(ValueError, match="another configuration"):
+        train(other, tmp_path / "a", progress=False)
+
+
+def _cli(args, env_extra=None):
+    env = {**os.environ, "TQDM_DISABLE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "semcov_lib", "train", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    args = ["--method", "semcovnet", "--profile", "smoke", "--seed", "0", "--no-progress",
+            "--set", "epochs=3", "--set", "n_boot=50"]
+    killed = _cli([*args, "--out", str(tmp_path / "killed")], {"SEMCOV_STOP_AFTER_EPOCH": "1"})
+    assert killed.returncode == 17, killed.stderr
+    assert (tmp_path / "killed" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = _cli([*args, "--out", str(tmp_path / "killed")])
+    assert resumed.returncode == 0, resumed.stderr
+    whole = _cli([*args, "--out", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr
+    a = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert a == b
+
+
+def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(2)}, bad)
+    with pytest.raises(CheckpointError, match="not a semcov checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"model": {}, "config_hash": "abc"}, bad)
+    with pytest.raises(CheckpointError, match="another|not abc|written by"):
+        load_checkpoint(bad, expected_hash="def")
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ConfigError, match="no_such_knob"):
+        train_config("erm", "smoke", 0, {"no_such_knob": 1})
+    with pytest.raises(ConfigError, match="epochs must be an integer"):
+        train_config("erm", "smoke", 0, {"epochs": "many"})
+    with pytest.raises(KeyError, match="unknown method"):
+        train_config("nope", "smoke", 0)
+    with pytest.raises(ConfigError, match="unknown profile"):
+        train_config("erm", "huge", 0)
+
+
+def test_cli_error_is_one_line(tmp_path):
+    result = _cli(["--method", "erm", "--profile", "smoke", "--set", "bogus=1", "--out", str(tmp_path / "x")])
+    assert result.returncode == 2
+    assert "bogus" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    """2 gloo processes, each with half of every batch, take the same first steps as one process."""
+    sets = ["epochs=1", "max_steps=3", "augment=false", "backbone_norm=group", "dropout=0.0", "n_boot=10"]
+    common = ["--method", "erm", "--profile", "smoke", "--seed", "0", "--no-progress"]
+    for s in sets:
+        common += ["--set", s]
+    single = _cli([*common, "--out", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "semcov_lib", "train", *common, "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = torch.load(tmp_path / "single" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
