@@ -1,0 +1,250 @@
+"""SemCovNet's alignment losses (METHODS.md §3): the DVA loss and the CDI regulariser.
+
+Conventions shared by both:
+
+* ``desc`` (B, K) descriptor scores with NaN already replaced by 0 and ``desc_mask`` (B, K)
+  1 where observed (the trainer's batch keys); NaN in ``desc`` is also treated as unobserved.
+* ``coverage`` (T, K, S) soft training coverage cov_g, NaN where N_{c,s} = 0.
+* A descriptor is *active* for a sample when it is observed and its score is ≥ 0.5
+  (``active_threshold``).
+
+DVA (Descriptor-Visual Alignment)
+    ``dva_loss(z_v, z_d, weights, mode)``: ``"cosine"`` (default) is
+    ``Σ_i w_i (1 − cos(z_v,i, z_d,i)) / n`` over the included samples; ``"infonce"`` is the
+    symmetric InfoNCE over the batch (τ = 0.1; positives on the diagonal), weighted per sample
+    the same way. ``dva_sample_weights`` gives the coverage-aware weights
+    w_i = mean over active k of (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active
+    descriptor, normalised to mean 1 over the included samples (β = 0 → all ones). Unknown
+    coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
+
+CDI regulariser
+    :class:`CDIRegularizer` (an ``nn.Module`` holding the coverage table and a per-SCG EMA
+    buffer). Per-SCG minibatch loss ℓ_g = Σ_i w_{i,g} ce_i / Σ_i w_{i,g} with
+    w_{i,g} = 1[y_i=c]·1[s_i=s]·a_{i,k} (masked where unobserved); SCGs with zero weight in the
+    batch or NaN coverage are skipped. Smoothed L̃_g = β·EMA_g + (1−β)·ℓ_g, where EMA_g holds
+    detached past values (first observation: L̃_g = ℓ_g); afterwards EMA_g ← L̃_g.detach().
+    r = Pearson(log(cov_g + ε), L̃_g) over the SCGs present; penalty r² (``"squared"``,
+    default) or relu(−r) (``"relu_neg"``). Fewer than 3 SCGs, or zero variance on either
+    side, gives 0 (a graph-connected zero, so ``backward`` is always safe).
+    The closed-loop GroupDRO-style SCG reweighting option of METHODS.md is not implemented.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DVA_MODES = ("cosine", "infonce")
+CDI_MODES = ("squared", "relu_neg")
+
+
+def _clean_scores(desc: torch.Tensor, desc_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores with NaN → 0 and a float mask that is 0 wherever the score was NaN."""
+    desc = desc.float()
+    finite = torch.isfinite(desc)
+    mask = finite.float() if desc_mask is None else desc_mask.float() * finite.float()
+    return torch.where(finite, desc, torch.zeros_like(desc)), mask
+
+
+def dva_weight_table(coverage: torch.Tensor | np.ndarray, beta: float = 0.5, eps: float = 0.05) -> torch.Tensor:
+    """Per-SCG DVA weight (cov + eps)^(-beta), shape (T, K, S); NaN coverage counts as 0."""
+    cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32)) if isinstance(coverage, np.ndarray) else coverage
+    cov = torch.nan_to_num(cov.float(), nan=0.0).clamp_min(0.0)
+    return (cov + eps).pow(-beta)
+
+
+def dva_sample_weights(
+    desc: torch.Tensor,
+    desc_mask: torch.Tensor | None,
+    y: torch.Tensor,
+    subgroup: torch.Tensor,
+    coverage: torch.Tensor | None,
+    beta: float = 0.5,
+    eps: float = 0.05,
+    active_threshold: float = 0.5,
+    include: torch.Tensor | None = None,
+    table: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Coverage-aware DVA weights (B,), mean 1 over ``include`` (bool (B,), default all).
+
+    w_i = mean_{k active} (cov[y_i, k, s_i] + eps)^(-beta); w_i = 1 without active descriptor.
+    Samples outside ``include`` get weight 0. ``table`` (from :func:`dva_weight_table`) may be
+    passed instead of ``coverage``/``beta``/``eps`` to save recomputing it every step.
+    """
+    with torch.no_grad():
+        b = desc.shape[0]
+        inc = torch.ones(b, dtype=torch.bool, device=desc.device) if include is None else include.bool()
+        if table is None:
+            if beta == 0:
+                return inc.float()
+            table = dva_weight_table(coverage, beta, eps)
+        per_desc = table.to(desc.device)[y, :, subgroup]  # (B, K)
+        active = desc >= active_threshold  # NaN compares False: unobserved
+        if desc_mask is not None:
+            active &= desc_mask > 0
+        n_active = active.sum(dim=1)
+        w = torch.where(n_active > 0, (per_desc * active).sum(dim=1) / n_active.clamp_min(1), 1.0)
+        w = w * inc
+        return w * (inc.sum() / w.sum().clamp_min(1e-12))
+
+
+def dva_loss(
+    z_v: torch.Tensor,
+    z_d: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    mode: str = "cosine",
+    tau: float = 0.1,
+    include: torch.Tensor | None = None,
+    normalized: bool = False,
+) -> torch.Tensor:
+    """Descriptor-visual alignment loss between paired embeddings (B, P).
+
+    ``include`` (bool (B,)) selects the samples that take part (e.g. those with at least one
+    observed descriptor); with none included the loss is a graph-connected 0. Zero vectors
+    have cosine 0 (no NaN). ``normalized=True`` skips the L2 normalisation (inputs already
+    unit-norm).
+    """
+    if mode not in DVA_MODES:
+        raise ValueError(f"dva mode {mode!r} unknown; choose one of {DVA_MODES}")
+    b = z_v.shape[0]
+    if include is None:
+        n = b
+        w = None if weights is None else weights.to(z_v.device, z_v.dtype)
+    else:
+        inc = include.bool()
+        n = int(inc.sum())
+        w = inc.to(z_v.dtype) if weights is None else weights.to(z_v.device, z_v.dtype) * inc
+    if n == 0 or (mode == "infonce" and n < 2):  # nothing to align: a graph-connected 0
+        return (z_v.sum() + z_d.sum()) * 0.0
+    zv = z_v if normalized else F.normalize(z_v, dim=-1)
+    zd = z_d if normalized else F.normalize(z_d, dim=-1)
+    if mode == "cosine":
+        per = 1.0 - (zv * zd).sum(dim=-1)
+        return (per.sum() if w is None else (w * per).sum()) / n
+    # symmetric InfoNCE among the included samples
+    if w is None:
+        w = torch.ones(b, device=z_v.device, dtype=z_v.dtype)
+    if include is not None:
+        idx = include.bool().nonzero(as_tuple=True)[0]
+        zv, zd, w = zv[idx], zd[idx], w[idx]
+    logits = zv @ zd.t() / tau
+    target = torch.arange(n, device=z_v.device)
+    per = 0.5 * (F.cross_entropy(logits, target, reduction="none")
+                 + F.cross_entropy(logits.t(), target, reduction="none"))
+    return (w * per).sum() / n
+
+
+def scg_minibatch_loss(
+    per_sample: torch.Tensor,
+    y: torch.Tensor,
+    subgroup: torch.Tensor,
+    desc: torch.Tensor,
+    desc_mask: torch.Tensor | None,
+    n_classes: int,
+    n_subgroups: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-SCG weighted mean of ``per_sample`` losses: (ℓ (T, K, S), weight sum (T, K, S)).
+
+    ℓ_g is 0 where the weight sum is 0 (caller masks those SCGs out).
+    """
+    scores, mask = _clean_scores(desc, desc_mask)
+    a = scores * mask  # (B, K)
+    b, k = a.shape
+    oy = F.one_hot(y, n_classes).to(a.dtype)  # (B, T)
+    os_ = F.one_hot(subgroup, n_subgroups).to(a.dtype)  # (B, S)
+    # weight[c, k, s] = Σ_i 1[y_i=c] a_ik 1[s_i=s]; numerator and denominator in one matmul
+    member = (oy.unsqueeze(2) * a.unsqueeze(1)).reshape(b, n_classes * k)  # (B, T·K)
+    both = member.t() @ torch.cat([os_ * per_sample.unsqueeze(1).to(a.dtype), os_], dim=1)  # (T·K, 2S)
+    num = both[:, :n_subgroups].reshape(n_classes, k, n_subgroups)
+    den = both[:, n_subgroups:].reshape(n_classes, k, n_subgroups)
+    present = den > 0
+    loss = num / torch.where(present, den, torch.ones_like(den))
+    return loss, den
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
+    """Pearson correlation of two tensors over the entries where ``mask`` is True (default all).
+
+    0 (graph-connected, finite gradients) when either side is constant or fewer than 2 entries.
+    """
+    m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    n = m.sum().clamp_min(1.0)
+    xc = (x - (m * x).sum() / n) * m
+    yc = (y - (m * y).sum() / n) * m
+    sx = (xc * xc).sum()
+    sy = (yc * yc).sum()
+    if float(sx.detach()) <= eps or float(sy.detach()) <= eps:
+        return (x * m).sum() * 0.0 + (y * m).sum() * 0.0
+    return (xc * yc).sum() / torch.sqrt(sx * sy)
+
+
+class CDIRegularizer(nn.Module):
+    """Differentiable coverage-error decorrelation penalty with a per-SCG EMA (see module doc).
+
+    ``forward(per_sample_ce, y, subgroup, desc, desc_mask, update=True) -> penalty``;
+    after each call ``last_r`` (float, NaN when undefined) and ``last_n`` (SCGs used) are set.
+    """
+
+    def __init__(self, coverage: np.ndarray | torch.Tensor, beta: float = 0.9, eps: float = 1e-3,
+                 mode: str = "squared", min_scgs: int = 3):
+        super().__init__()
+        if mode not in CDI_MODES:
+            raise ValueError(f"cdi mode {mode!r} unknown; choose one of {CDI_MODES}")
+        cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
+        if cov.ndim != 3:
+            raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
+        valid = torch.isfinite(cov)
+        self.register_buffer("valid", valid, persistent=False)
+        self.register_buffer("log_cov", torch.log(torch.nan_to_num(cov, nan=0.0).clamp_min(0.0) + eps),
+                             persistent=False)
+        self.register_buffer("ema", torch.zeros_like(cov))
+        self.register_buffer("seen", torch.zeros_like(cov, dtype=torch.bool))
+        self.beta = float(beta)
+        self.mode = mode
+        self.min_scgs = int(min_scgs)
+        self.last_r = math.nan
+        self.last_n = 0
+
+    def forward(self, per_sample_ce: torch.Tensor, y: torch.Tensor, subgroup: torch.Tensor,
+                desc: torch.Tensor, desc_mask: torch.Tensor | None, update: bool = True) -> torch.Tensor:
+        t, _, s = self.ema.shape
+        loss_g, den = scg_minibatch_loss(per_sample_ce, y, subgroup, desc, desc_mask, t, s)
+        present = (den > 0) & self.valid
+        seen = self.seen.clone()  # the in-place update below must not touch autograd's saved tensor
+        smoothed = torch.where(seen, self.beta * self.ema.clone() + (1.0 - self.beta) * loss_g, loss_g)
+        if update:
+            with torch.no_grad():
+                self.ema.copy_(torch.where(present, smoothed.detach(), self.ema))
+                self.seen |= present
+        n = int(present.sum())
+        self.last_n = n
+        zero = per_sample_ce.sum() * 0.0
+        if n < self.min_scgs:
+            self.last_r = math.nan
+            return zero
+        r = pearson(self.log_cov, smoothed, present)
+        self.last_r = float(r.detach())
+        if self.mode == "squared":
+            return r * r
+        return F.relu(-r)
+
+    def reset(self) -> None:
+        """Forget the EMA (e.g. when training restarts)."""
+        self.ema.zero_()
+        self.seen.zero_()
+
+
+__all__ = [
+    "CDI_MODES",
+    "CDIRegularizer",
+    "DVA_MODES",
+    "dva_loss",
+    "dva_sample_weights",
+    "dva_weight_table",
+    "pearson",
+    "scg_minibatch_loss",
+]

