@@ -65,7 +65,7 @@ def sensitivity_configs(profile: str, seeds: Iterable[int], lambda_dva: Iterable
 
 def tail_sweep_configs(profile: str, seeds: Iterable[int], exponents: Iterable[float],
                        methods: Iterable[str] = ("erm", "semcovnet"),
-                       exponent_key: str = "tail_exponent") -> dict[tuple[str, float], list[TrainConfig]]:
+                       exponent_key: str = "coverage_tail_exponent") -> dict[tuple[str, float], list[TrainConfig]]:
     """ERM and SemCovNet on benchmarks generated with different coverage tail exponents."""
     return {
         (m, float(e)): [train_config(m, profile, s, {"benchmark_overrides": {exponent_key: e}}) for s in seeds]

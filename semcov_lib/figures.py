@@ -293,15 +293,100 @@ def descriptor_attention(frame: pd.DataFrame, value: str | None = None, hue: str
     return fig
 
 
+def sensitivity_chart(results: pd.DataFrame, metrics: Sequence[str] = ("cdi", "macro_f1")) -> Figure:
+    """Metric vs hyper-parameter value, one column per swept parameter (``param``/``value`` columns)."""
+    params = list(dict.fromkeys(results["param"]))
+    fig, axes = figure("wide", nrows=len(metrics), ncols=len(params), squeeze=False, sharex="col")
+    for j, param in enumerate(params):
+        rows = results[results["param"] == param]
+        grouped = rows.groupby("value")
+        for i, metric in enumerate(metrics):
+            ax = axes[i, j]
+            mean, sd = grouped[metric].mean(), grouped[metric].std().fillna(0.0)
+            ax.errorbar(mean.index, mean.to_numpy(float), yerr=sd.to_numpy(float), marker="o", capsize=2,
+                        color=STRATUM_COLOURS["Tail"] if metric == "cdi" else STRATUM_COLOURS["Head"])
+            if (mean.index > 0).all() and len(mean) > 1:
+                ax.set_xscale("log")
+            if i == len(metrics) - 1:
+                ax.set_xlabel(param.replace("lambda_", "λ_").upper().replace("Λ", "λ"))
+            if j == 0:
+                ax.set_ylabel({"cdi": "CDI", "macro_f1": "macro-F1"}.get(metric, metric))
+    return fig
+
+
+def tail_sweep_chart(results: pd.DataFrame, metric: str = "cdi", x: str = "tail_exponent") -> Figure:
+    """A metric (default CDI) against the benchmark's coverage tail exponent, one line per method."""
+    fig, ax = figure("single")
+    for method, rows in results.groupby("method", sort=False):
+        grouped = rows.groupby(x)[metric]
+        mean, sd = grouped.mean(), grouped.std().fillna(0.0)
+        ax.errorbar(mean.index, mean.to_numpy(float), yerr=sd.to_numpy(float), marker="o", capsize=2, label=method)
+    ax.set_xlabel("coverage tail exponent of the benchmark")
+    ax.set_ylabel({"cdi": "CDI (lower is better)"}.get(metric, metric))
+    ax.legend(frameon=False, fontsize="x-small")
+    return fig
+
+
+def example_predictions(examples: Mapping, top_k: int = 3) -> Figure:
+    """A row of images, each titled with its true class, the predictions and its top descriptor scores.
+
+    ``examples``: ``images`` (N,H,W,3 uint8), ``scores`` (N,K), ``labels``, ``descriptors`` and any
+    ``preds*`` lists (e.g. ``preds`` and ``preds_erm``), as from ``analysis.example_images``.
+    """
+    images = examples["images"]
+    n = len(images)
+    pred_keys = [k for k in examples if k.startswith("preds")]
+    fig, axes = figure("wide", ncols=max(n, 1), squeeze=False)
+    short = [d.replace("MONET_", "").split("_")[0] for d in examples["descriptors"]]
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(images[i])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        lines = [f"true {examples['labels'][i]}"]
+        lines += [f"{k.replace('preds_', '').replace('preds', 'model')}: {examples[k][i]}" for k in pred_keys]
+        scores = np.nan_to_num(np.asarray(examples["scores"][i], float), nan=-1.0)
+        top = np.argsort(-scores)[:top_k]
+        lines += [f"{short[t]} {scores[t]:.2f}" for t in top if scores[t] >= 0]
+        ax.set_title("\n".join(lines), fontsize=5.5)
+    return fig
+
+
+def concept_grid(images: np.ndarray, presence: np.ndarray, descriptors: Sequence[str], n_per: int = 4,
+                 seed: int = 0) -> Figure:
+    """Sample images per concept: one row per descriptor (images where it is present), plus a
+    last row with images that carry no concept. ``images`` (N,H,W,3) uint8, ``presence`` (N,K) bool."""
+    presence = np.asarray(presence, bool)
+    rng = np.random.default_rng(seed)
+    rows = [(str(d).replace("MONET_", ""), np.flatnonzero(presence[:, k])) for k, d in enumerate(descriptors)]
+    rows.append(("no concept", np.flatnonzero(~presence.any(axis=1))))
+    fig, axes = figure("tall", nrows=len(rows), ncols=n_per, squeeze=False)
+    for (name, pool), row_axes in zip(rows, axes):
+        pick = rng.choice(pool, size=min(n_per, len(pool)), replace=False) if len(pool) else []
+        for j, ax in enumerate(row_axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if j < len(pick):
+                ax.imshow(images[pick[j]])
+            if j == 0:
+                ax.set_ylabel(name.replace("_", " ")[:22], fontsize=6, rotation=0, ha="right", va="center")
+    return fig
+
+
 __all__ = [
     "ablation_chart",
     "cdi_bar_chart",
+    "concept_grid",
     "coverage_error_scatter",
     "coverage_heatmaps",
     "coverage_long_tail",
     "descriptor_attention",
+    "example_predictions",
     "permutation_null_hist",
     "prevalence_vs_coverage",
     "reliability_diagrams",
+    "sensitivity_chart",
     "stratum_error_bars",
+    "tail_sweep_chart",
 ]

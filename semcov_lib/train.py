@@ -48,6 +48,11 @@ from semcov_lib.table import SCITable
 
 
 # --------------------------------------------------------------------------- configuration
+#: Backbone settings every method accepts (see ``backbones.build_backbone``).
+BACKBONE_DEFAULTS: dict[str, Any] = {
+    "adapter_channels": 256, "cnn_widths": [32, 64, 128, 128], "lite0_input_size": None, "pretrained": True,
+}
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (method hyper-parameters live in ``hp``)."""
@@ -82,7 +87,7 @@ class TrainConfig:
 
     def resolved_hp(self) -> dict[str, Any]:
         """The method's DEFAULTS, the profile's backbone choice, then explicit overrides."""
-        hp = method_defaults(self.method)
+        hp = {**BACKBONE_DEFAULTS, **method_defaults(self.method)}
         hp["backbone"] = "cached" if self.feature_cache else self.backbone
         hp["norm"] = self.backbone_norm
         unknown = sorted(set(self.hp) - set(hp))
