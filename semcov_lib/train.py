@@ -366,9 +366,9 @@ def _lr_factor(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_ep
     """Linear warm-up then cosine decay, per step."""
     t = epoch + step_in_epoch / max(steps_per_epoch, 1)
     if config.warmup_epochs and t < config.warmup_epochs:
-        return (t + 1.0 / max(steps_per_epoch, 1)) / config.warmup_epochs
+        return float((t + 1.0 / max(steps_per_epoch, 1)) / config.warmup_epochs)
     span = max(config.epochs - config.warmup_epochs, 1e-9)
-    return 0.5 * (1.0 + np.cos(np.pi * min((t - config.warmup_epochs) / span, 1.0)))
+    return float(0.5 * (1.0 + np.cos(np.pi * min((t - config.warmup_epochs) / span, 1.0))))
 
 
 class CheckpointError(RuntimeError):
@@ -495,7 +495,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
             _save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimiser.state_dict(), "epoch": epoch,
                 "best_state": best_state, "best_score": float(best_score), "best_epoch": best_epoch,
-                "log": log, "torch_rng": torch.get_rng_state(), "config_hash": chash,
+                "log": json_ready(log), "torch_rng": torch.get_rng_state(), "config_hash": chash,
                 "config": json_ready(identity), "timings": timings,
             })
             bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.3f}", val_f1=f"{val['macro_f1']:.3f}")
