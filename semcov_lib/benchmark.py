@@ -130,10 +130,10 @@ class BenchmarkConfig:
     """Every parameter of the generator (sizes are lesions per split; 2 images each with the clinical variant)."""
 
     image_size: int = 64
-    n_train: int = 5500
-    n_val: int = 800
-    n_test: int = 1200
-    n_stress: int = 2520  # 10 per (class, concept, subgroup) group with 6 classes and 6 tones
+    n_train: int = 5000
+    n_val: int = 700
+    n_test: int = 2500  # large enough that ~100 SCGs reach the CDI weight m = 5
+    n_stress: int = 2016  # 8 per (class, concept, subgroup) group with 6 classes and 6 tones
     n_classes: int = 6
     class_names: tuple = ()  # empty: the first n_classes of CLASS_PRIORITY; order = prior rank
     imbalance_ratio: float = 20.0  # prior of the most / least frequent class

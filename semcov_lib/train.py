@@ -103,6 +103,7 @@ class TrainConfig:
         """What makes two runs the same run (everything but bookkeeping switches)."""
         data = to_dict(self)
         data["hp"] = self.resolved_hp()
+        data["dataset_fingerprint"] = dataset_fingerprint(self)
         for key in ("device", "amp"):
             data.pop(key)
         return data
@@ -149,6 +150,24 @@ def train_config(
     config = dataclasses.replace(config, hp=hp)
     config.resolved_hp()  # validates method name and hyper-parameter keys now
     return config
+
+
+def dataset_fingerprint(config: TrainConfig) -> str:
+    """What identifies the data of a run, so a changed dataset never reuses an old run.
+
+    The embedded benchmark: its resolved generator configuration, seed and generator version.
+    A dataset folder: its path and the sizes and modification times of its top-level files.
+    """
+    if config.data:
+        root = Path(config.data)
+        files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in root.iterdir() if p.is_file()) \
+            if root.is_dir() else []
+        return config_hash({"root": str(root.resolve()), "files": files}, 16)
+    from semcov_lib.benchmark import benchmark_config
+    from semcov_lib.benchmark import config_hash as benchmark_hash
+
+    cfg = benchmark_config(config.profile, overrides=config.benchmark_overrides or None)
+    return benchmark_hash(cfg, config.benchmark_seed)
 
 
 def run_dir_for(config: TrainConfig, root: str | Path | None = None) -> Path:

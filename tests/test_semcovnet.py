@@ -201,7 +201,8 @@ def test_defaults_registry_and_cached_features():
     assert method_defaults("semcovnet") == sc.DEFAULTS
     d = sc.DEFAULTS
     assert (d["lambda_dva"], d["lambda_cdi"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
-        0.1, 0.1, 1.0, 2, 256, 0.1)
+        0.1, 50.0, 1.0, 2, 256, 0.1)
+    assert d["cdi_mode"] == "relu_neg"  # chosen on validation CDI (see DEFAULTS)
     info = _info(input_shape=(20, 2, 2), features_cached=True)
     model = build_method("semcovnet", info, {**TINY, "backbone": "cached", "adapter_channels": 8})
     batch = {**_batch(), "x": torch.randn(12, 20, 2, 2).half()}
