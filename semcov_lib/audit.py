@@ -36,6 +36,7 @@ import pandas as pd
 from semcov_lib.cdi import CDIWarning, compute_cdi
 from semcov_lib.coverage import coverage_array, coverage_table, permutation_test
 from semcov_lib.metrics import stratum_errors
+from semcov_lib.runs import json_ready
 
 MISSING_SUBGROUP = "missing"
 
@@ -378,20 +379,6 @@ def render_report(result: dict) -> str:
 
 
 # --------------------------------------------------------------------------- writing
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def write_audit(result: dict, out_dir: str | Path, figures: bool = True) -> list[Path]:
     """Write an :func:`audit_table` result into ``out_dir`` atomically (tmp folder, then moves)."""
     import matplotlib.pyplot as plt
@@ -406,7 +393,7 @@ def write_audit(result: dict, out_dir: str | Path, figures: bool = True) -> list
         result["coverage"].to_csv(tmp / "coverage.csv", index=False)
         if result["coverage_class"] is not None:
             result["coverage_class"].to_csv(tmp / "coverage_class.csv", index=False)
-        (tmp / "permutation_test.json").write_text(json.dumps(_json_ready(result["permutation"].to_dict()), indent=2))
+        (tmp / "permutation_test.json").write_text(json.dumps(json_ready(result["permutation"].to_dict()), indent=2))
         if result["cdi"] is not None:
             result["cdi"].per_scg.to_csv(tmp / "per_scg_error.csv", index=False)
         if figures:
@@ -423,7 +410,7 @@ def write_audit(result: dict, out_dir: str | Path, figures: bool = True) -> list
                 savefig(fig, name, tmp)
                 plt.close(fig)
         (tmp / "report.md").write_text(result["report"])
-        (tmp / "summary.json").write_text(json.dumps(_json_ready(result["summary"]), indent=2, allow_nan=False))
+        (tmp / "summary.json").write_text(json.dumps(json_ready(result["summary"]), indent=2, allow_nan=False))
         out_dir.mkdir(parents=True, exist_ok=True)
         names = sorted(p.name for p in tmp.iterdir() if p.name != "summary.json") + ["summary.json"]
         written = []

@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 
 from semcov_lib.config import ConfigError, apply_overrides, load_yaml, parse_overrides, to_dict
-from semcov_lib.loaders.milk10k import GROUNDTRUTH_FILE, INPUT_DIR, METADATA_FILE, MONET_COLUMNS
+from semcov_lib.loaders.milk10k import GROUNDTRUTH_FILE, INPUT_DIR, METADATA_FILE, MILK10K_CLASSES, MONET_COLUMNS
 
 GENERATOR_VERSION = 2  # bump whenever the drawn data change for an unchanged config (invalidates caches)
 
@@ -50,7 +50,6 @@ CONCEPTS = ("ulcer", "hair", "vessels", "erythema", "pigment", "gel", "pen")
 DIAGNOSTIC_CONCEPTS = ("ulcer", "vessels", "erythema", "pigment")
 ARTEFACT_CONCEPTS = ("hair", "gel", "pen")
 
-MILK10K_CLASSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
 # order in which classes are taken (and their prior rank: first = most frequent)
 CLASS_PRIORITY = ("NV", "BKL", "BCC", "MEL", "SCCKA", "VASC", "AKIEC", "DF", "INF", "BEN_OTH", "MAL_OTH")
 SITES = ("foot", "genital", "hand", "head_neck_face", "lower_extremity", "trunk", "upper_extremity")

@@ -30,16 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-MONET_COLUMNS = (
-    "MONET_ulceration_crust",
-    "MONET_hair",
-    "MONET_vasculature_vessels",
-    "MONET_erythema",
-    "MONET_pigmented",
-    "MONET_gel_water_drop_fluid_dermoscopy_liquid",
-    "MONET_skin_markings_pen_ink_purple_pen",
-)
-MILK10K_CLASSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
+from semcov_lib.loaders.milk10k import MILK10K_CLASSES, MONET_COLUMNS
+
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
     "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "

@@ -55,6 +55,8 @@ def json_ready(value: Any) -> Any:
         return json_ready(value.tolist())
     if isinstance(value, (np.integer,)):
         return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None

@@ -50,17 +50,9 @@ from semcov_lib.loaders._parsing import (
     preview,
     relative_to,
 )
+from semcov_lib.loaders.milk10k import MONET_COLUMNS
 from semcov_lib.table import NO_SUBGROUP, SCITable
 
-MONET_COLUMNS = (
-    "MONET_ulceration_crust",
-    "MONET_hair",
-    "MONET_vasculature_vessels",
-    "MONET_erythema",
-    "MONET_pigmented",
-    "MONET_gel_water_drop_fluid_dermoscopy_liquid",
-    "MONET_skin_markings_pen_ink_purple_pen",
-)
 CLASSES = ("non_melanoma", "melanoma")
 SUBGROUPS = ("sex", "age_bin", "anatom_site_general", "none")
 REQUIRED = ("image", "isic_id", "class")

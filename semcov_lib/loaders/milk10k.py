@@ -37,6 +37,8 @@ MONET_COLUMNS = (
     "MONET_gel_water_drop_fluid_dermoscopy_liquid",
     "MONET_skin_markings_pen_ink_purple_pen",
 )
+#: The 11 diagnosis columns of MILK10k_Training_GroundTruth.csv, in file order.
+MILK10K_CLASSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
 IMAGE_TYPES = {"dermoscopic": "dermoscopic", "clinical": "clinical: close-up", "clinical: close-up": "clinical: close-up"}
 ALL_IMAGE_TYPES = ("both", "all")
 SUBGROUPS = ("skin_tone_class", "sex", "age_bin", "site", "none")
