@@ -316,6 +316,7 @@ def evaluate(
     mode: str = "soft",
     error: str = "hard",
     shot_scale: float | str = 1.0,
+    min_group_count: int = 5,
 ) -> dict:
     """Every classification metric and the CDI family as one flat dict of floats (and ints).
 
@@ -342,7 +343,8 @@ def evaluate(
         "auroc": auroc(y, p),
         "sens_at_95spec": sens_at_95spec(y, p),
         "ece": ece(y, p),
-        "worst_group_accuracy": worst_group_accuracy(y, pred, subgroups),
+        # groups smaller than the CDI's m would make the worst group a coin flip on 1-2 images
+        "worst_group_accuracy": worst_group_accuracy(y, pred, subgroups, min_count=min_group_count),
     }
     mel = [i for i, c in enumerate(classes) if c.upper() == "MEL"]
     if mel:
