@@ -322,7 +322,7 @@ def tail_sweep_chart(results: pd.DataFrame, metric: str = "cdi", x: str = "tail_
         mean, sd = grouped.mean(), grouped.std().fillna(0.0)
         ax.errorbar(mean.index, mean.to_numpy(float), yerr=sd.to_numpy(float), marker="o", capsize=2, label=method)
     ax.set_xlabel("coverage tail exponent of the benchmark")
-    ax.set_ylabel({"cdi": "CDI (lower is better)"}.get(metric, metric))
+    ax.set_ylabel({"cdi": "CDI (lower is better)", "stress_cdi": "stress-split CDI (lower is better)"}.get(metric, metric))
     ax.legend(frameon=False, fontsize="x-small")
     return fig
 
