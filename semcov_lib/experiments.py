@@ -168,7 +168,7 @@ def update_readme_section(readme: str | Path, body: str, marker: str = "results"
     write_text_atomic(readme, f"{head}{start}\n{body.strip()}\n{end}{tail}")
 
 
-LOWER_IS_BETTER = {"cdi", "ece", "tail_error", "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"}
+LOWER_IS_BETTER = {"cdi", "stress_cdi", "ece", "tail_error", "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"}
 
 
 def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> list[str]:

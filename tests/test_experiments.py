@@ -1,0 +1,68 @@
+"""Result tables of the experiment grid: summaries, honest verdicts, README section updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semcov_lib import experiments
+from semcov_lib.train import run_dir_for
+
+
+def _runs() -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": ["erm", "erm", "semcovnet", "semcovnet", "cb", "cb"],
+        "seed": [0, 1, 0, 1, 0, 1],
+        "cdi": [0.40, 0.20, 0.10, 0.20, 0.50, 0.70],
+        "stress_cdi": [0.5, 0.5, 0.4, 0.4, 0.6, 0.6],
+        "macro_f1": [0.80, 0.82, 0.79, 0.79, 0.85, 0.83],
+    })
+
+
+def test_summarise_mean_std_and_reduction():
+    summary = experiments.summarise(_runs(), metrics=["cdi", "macro_f1"]).set_index("method")
+    assert summary.loc["erm", "cdi_mean"] == pytest.approx(0.30)
+    assert summary.loc["erm", "cdi_std"] == pytest.approx(np.std([0.4, 0.2], ddof=1))
+    assert summary.loc["semcovnet", "cdi_reduction_vs_erm"] == pytest.approx((0.30 - 0.15) / 0.30)
+    assert summary.loc["cb", "cdi_reduction_vs_erm"] == pytest.approx((0.30 - 0.60) / 0.30)
+    assert summary.loc["erm", "n_seeds"] == 2
+
+
+def test_where_beaten_respects_metric_direction():
+    summary = experiments.summarise(_runs(), metrics=["cdi", "stress_cdi", "macro_f1"])
+    text = experiments.where_beaten(summary, "semcovnet", ["cdi", "stress_cdi", "macro_f1"])
+    assert text[0] == "On cdi, semcovnet (0.150) is best."
+    assert text[1] == "On stress_cdi, semcovnet (0.400) is best."
+    assert text[2].startswith("On macro_f1, semcovnet (0.790) is beaten by cb (0.840), erm (0.810)")
+    with pytest.raises(KeyError, match="nope"):
+        experiments.where_beaten(summary, "nope", ["cdi"])
+
+
+def test_format_mean_std_and_markdown():
+    summary = experiments.summarise(_runs(), metrics=["cdi"])
+    shown = experiments.format_mean_std(summary, ["cdi"])
+    assert shown.loc[0, "cdi"] == "0.300 ± 0.141"
+    md = experiments.markdown_table(shown)
+    assert md.splitlines()[0] == "| method | cdi |" and "| erm | 0.300 ± 0.141 |" in md
+
+
+def test_update_readme_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("head\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    experiments.update_readme_section(readme, "new table")
+    assert readme.read_text() == "head\n<!-- results:start -->\nnew table\n<!-- results:end -->\ntail\n"
+    (tmp_path / "other.md").write_text("no markers")
+    with pytest.raises(ValueError, match="results:start"):
+        experiments.update_readme_section(tmp_path / "other.md", "x")
+
+
+def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
+    ablations = experiments.ablation_configs("smoke", [0])
+    main = experiments.main_configs("smoke", [0], methods=["semcovnet"])
+    # the 'full' rung is the default SemCovNet: same run folder, trained once
+    assert run_dir_for(ablations["full"][0]) == run_dir_for(main[0])
+    assert run_dir_for(ablations["full - CDI-reg"][0]) == run_dir_for(ablations["+SDM+DAM+DVA"][0])
+    assert len(experiments.flatten(ablations)) == len(ablations) - 1
+    with pytest.raises(FileNotFoundError, match="has not been trained"):
+        experiments.results_frame(main, root=tmp_path)
