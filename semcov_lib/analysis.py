@@ -120,3 +120,17 @@ def example_images(config: TrainConfig, n: int = 8, split: str = "test", seed: i
         "preds": [data.info.classes[i] for i in preds["pred"].to_numpy()[pick]],
         "descriptors": data.info.descriptors,
     }
+
+
+def descriptor_learning_metrics(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> dict:
+    """Multi-label metrics (mAP, CP/CR/CF1, OP/OR/OF1, top-3) of a SADCL run trained with
+    ``sadcl_task="descriptors"``: how well it predicts the descriptors (score ≥ 0.5) from pixels."""
+    from semcov_lib.methods.sadcl import evaluate_multilabel
+
+    if config.method != "sadcl" or config.resolved_hp().get("sadcl_task") != "descriptors":
+        raise ValueError("descriptor_learning_metrics needs a sadcl run with sadcl_task='descriptors'")
+    model = load_model(config, root)
+    part = prepare_data(config).splits[split]
+    batches = (make_batch(part, torch.arange(s, min(s + 512, len(part))), torch.device("cpu"))
+               for s in range(0, len(part), 512))
+    return {"seed": config.seed, **evaluate_multilabel(model, batches)}

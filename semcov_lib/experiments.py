@@ -192,3 +192,8 @@ def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> 
         else:
             sentences.append(f"On {metric}, {method} ({ours:.3f}) is best.")
     return sentences
+
+
+def descriptor_learner_configs(profile: str, seeds: Iterable[int]) -> list[TrainConfig]:
+    """SADCL as a multi-label descriptor learner (the descriptors are its labels)."""
+    return [train_config("sadcl", profile, s, {"hp": {"sadcl_task": "descriptors"}}) for s in seeds]
