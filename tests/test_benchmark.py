@@ -152,7 +152,7 @@ def test_stress_split_is_balanced_over_scgs():
     gt = stress[[f"gt_{c}" for c in MONET_COLUMNS]].to_numpy()
     assert (gt.sum(axis=1) == 1).all()  # stress_background = 0: only the forced concept
     groups = stress.assign(k=gt.argmax(axis=1)).groupby(["label", "k", "skin_tone_class"]).size()
-    assert len(groups) == 6 * 7 * 6 and groups.min() == groups.max() == 10
+    assert len(groups) == 6 * 7 * 6 and groups.min() == groups.max() == cfg.n_stress // (6 * 7 * 6)
 
 
 def test_concept_profile_shape_and_tail_exponent():
