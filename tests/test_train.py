@@ -127,3 +127,14 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+
+
+@pytest.mark.parametrize("method", sorted(__import__("semcov_lib.methods", fromlist=["METHODS"]).METHODS))
+def test_every_registered_method_trains_in_smoke_profile(method, tmp_path):
+    """Each method takes a few optimisation steps through the real trainer and is evaluated."""
+    config = train_config(method, "smoke", 0, {"epochs": 2, "max_steps": 6, "n_boot": 10})
+    metrics = train(config, tmp_path / method, progress=False)
+    assert metrics["method"] == method
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["ece"] <= 1.0
+    log = (tmp_path / method / "log.csv").read_text().splitlines()
+    assert len(log) >= 2 and "train_loss" in log[0]
