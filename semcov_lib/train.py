@@ -256,7 +256,7 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     key = _data_key(config)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    from semcov_lib.coverage import coverage_array
+    from semcov_lib.coverage import coverage_array, group_counts, prevalence
     from semcov_lib.images import load_images
     from semcov_lib.text_embed import descriptor_text
 
@@ -294,8 +294,6 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     empty = [table.classes[c] for c in np.flatnonzero(class_counts == 0)]
     if empty:
         warnings.warn(f"{table.name}: classes with no training samples: {empty}", stacklevel=2)
-    group_counts = np.zeros((T, S), dtype=np.int64)
-    np.add.at(group_counts, (y_tr, g_tr), 1)
     info = DataInfo(
         classes=list(table.classes),
         descriptors=list(table.descriptors),
@@ -303,8 +301,8 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
         subgroups=levels,
         class_counts=class_counts,
         coverage=coverage_array(y_tr, g_tr, train.scores, T, S),
-        group_counts=group_counts,
-        prevalence=np.nanmean(train.scores, axis=0) if len(train.scores) else np.zeros(table.n_descriptors),
+        group_counts=group_counts(y_tr, g_tr, T, S),
+        prevalence=prevalence(train.scores),
         input_shape=tuple(inputs.shape[1:]),
         features_cached=config.feature_cache,
     )
@@ -373,16 +371,11 @@ def predict_probs(model: Method, split: SplitTensors, device: torch.device, batc
 
 
 def _quick_scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
+    """The cheap validation metrics used for model selection each epoch."""
+    from semcov_lib.metrics import accuracy, balanced_accuracy, macro_f1
 
     pred = probs.argmax(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {
-            "accuracy": float((pred == y).mean()),
-            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-            "macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0)),
-        }
+    return {"accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred), "macro_f1": macro_f1(y, pred)}
 
 
 def _lr_factor(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
