@@ -37,6 +37,7 @@ from semcov_lib.cdi import CDIWarning, compute_cdi
 from semcov_lib.coverage import coverage_array, coverage_table, permutation_test
 from semcov_lib.metrics import stratum_errors
 from semcov_lib.runs import json_ready
+from semcov_lib.tables import markdown_table
 
 MISSING_SUBGROUP = "missing"
 
@@ -303,14 +304,6 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
 def render_report(result: dict) -> str:
     """The Markdown report of an :func:`audit_table` result."""
     s, opt = result["summary"], result["options"]
@@ -340,8 +333,8 @@ def render_report(result: dict) -> str:
             "",
             "Lowest-coverage SCGs:",
             "",
-            _markdown_table(finite.nsmallest(min(10, len(finite)), "coverage")[
-                ["class", "descriptor", "subgroup", "n_obs", "coverage", "prevalence", "excess"]]),
+            markdown_table(finite.nsmallest(min(10, len(finite)), "coverage")[
+                ["class", "descriptor", "subgroup", "n_obs", "coverage", "prevalence", "excess"]], fmt=_fmt),
             "",
         ]
     else:

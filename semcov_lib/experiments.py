@@ -18,6 +18,7 @@ import pandas as pd
 
 from semcov_lib.methods import METHODS
 from semcov_lib.runs import write_text_atomic
+from semcov_lib.tables import markdown_table, write_table  # noqa: F401 - used by the notebooks
 from semcov_lib.train import TrainConfig, run_dir_for, train_config
 
 MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
@@ -135,25 +136,6 @@ def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int =
         mean, std = summary[f"{m}_mean"], summary[f"{m}_std"].fillna(0.0)
         out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if np.isfinite(a) else "n/a" for a, b in zip(mean, std)]
     return out
-
-
-def write_table(frame: pd.DataFrame, name: str, out_dir: str | Path, float_digits: int = 3) -> list[Path]:
-    """Write a table as CSV and LaTeX (booktabs), atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv = write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    latex = frame.to_latex(index=False, float_format=lambda x: f"{x:.{float_digits}f}", na_rep="--")
-    tex = write_text_atomic(out_dir / f"{name}.tex", latex)
-    return [csv, tex]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (no extra dependency)."""
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
 
 
 def update_readme_section(readme: str | Path, body: str, marker: str = "results") -> None:

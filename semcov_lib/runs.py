@@ -82,12 +82,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 def write_csv_atomic(path: str | Path, frame) -> Path:
     """Write a pandas DataFrame as CSV atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def git_state() -> dict[str, Any]:
