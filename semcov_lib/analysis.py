@@ -87,6 +87,7 @@ def descriptor_attention(config: TrainConfig, split: str = "test", root: str | P
     if not shares:
         raise ValueError(f"{config.method} with these switches has no DAM gate to analyse")
     share = np.concatenate(shares)
+    token_weights = np.concatenate(tokens) if tokens else None
     present = np.nan_to_num(part.scores, nan=0.0) >= 0.5
     rows = []
     for k, name in enumerate(data.info.descriptors):
@@ -94,7 +95,7 @@ def descriptor_attention(config: TrainConfig, split: str = "test", root: str | P
             "descriptor": name,
             "descriptor_share_present": float(share[present[:, k]].mean()) if present[:, k].any() else np.nan,
             "descriptor_share_absent": float(share[~present[:, k]].mean()) if (~present[:, k]).any() else np.nan,
-            "token_weight": float(np.concatenate(tokens)[:, k].mean()) if tokens else np.nan,
+            "token_weight": float(token_weights[:, k].mean()) if token_weights is not None else np.nan,
             "train_prevalence": float(data.info.prevalence[k]),
             "seed": config.seed,
         })
@@ -105,10 +106,9 @@ def example_images(config: TrainConfig, n: int = 8, split: str = "test", seed: i
                    root: str | Path | None = None) -> dict:
     """A few evaluation images with their descriptor scores, labels and a run's predictions."""
     from semcov_lib.images import load_images
-    from semcov_lib.train import load_table
 
     data = prepare_data(config)
-    table = load_table(config)
+    table = data.table
     rows = np.flatnonzero(table.frame["split"].to_numpy() == split)
     pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
     preds = load_predictions(config, split, root)
