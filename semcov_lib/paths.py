@@ -22,3 +22,9 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("SEMCOV_CACHE", REPO_ROOT / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def report_root(subdir: str = "") -> Path:
+    """Where a report set goes: ``reports/`` for the default profile, ``reports/<subdir>/`` otherwise
+    (the notebooks' ``output_subdir``, e.g. ``smoke`` so the tests never overwrite paper figures)."""
+    return REPORTS_DIR / subdir if subdir else REPORTS_DIR
