@@ -430,6 +430,13 @@ def _semcovnet_defaults() -> dict:
         return {}
 
 
+def _param_label(param: str) -> str:
+    """``lambda_cdi`` -> λ_CDI (mathtext); other names with spaces."""
+    if param.startswith("lambda_"):
+        return rf"$\lambda_{{\mathrm{{{param[7:].upper()}}}}}$"
+    return param.replace("_", " ")
+
+
 def sensitivity_chart(results: pd.DataFrame, metrics: Sequence[str] = ("cdi", "macro_f1"),
                       defaults: Mapping[str, float] | None = None) -> Figure:
     """Metric vs hyper-parameter value, one column per swept parameter (``param``/``value``
@@ -454,7 +461,7 @@ def sensitivity_chart(results: pd.DataFrame, metrics: Sequence[str] = ("cdi", "m
                 ax.axvline(float(defaults[param]), color="black", linestyle=":", linewidth=0.9,
                            label="default" if i == 0 else None)
             if i == len(metrics) - 1:
-                ax.set_xlabel(param.replace("lambda_", "λ_").replace("_", " ").upper().replace("Λ", "λ"))
+                ax.set_xlabel(_param_label(param))
             ax.set_ylabel(metric_label(metric) if j == 0 else "")
     if any(p in defaults for p in params):
         axes[0, 0].legend(frameon=False, fontsize="x-small")
