@@ -56,8 +56,9 @@ DESCRIPTOR_NAMES = {
     "MONET_pigmented": "pigmented",
     "MONET_gel_water_drop_fluid_dermoscopy_liquid": "gel/fluid",
     "MONET_skin_markings_pen_ink_purple_pen": "pen marking",
-    "ulcer": "ulceration/crust", "vessels": "vessels", "pigment": "pigmented", "gel": "gel/fluid",
-    "pen": "pen marking",
+    # the benchmark's short concept names, and first words of the MONET columns
+    "ulcer": "ulceration/crust", "ulceration": "ulceration/crust", "vasculature": "vessels",
+    "pigment": "pigmented", "gel": "gel/fluid", "pen": "pen marking", "skin": "pen marking",
 }
 
 SEED_SD = "error bars: SD over seeds"
