@@ -310,44 +310,75 @@ def _fixed_order_ranks(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _row_ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties averaged) along each row of a (B, G) array, as ``rankdata(axis=1)``."""
+    b, g = x.shape
+    order = np.argsort(x, axis=1)
+    xs = np.take_along_axis(x, order, axis=1)
+    pos = np.broadcast_to(np.arange(g), (b, g))
+    new = np.ones((b, g), dtype=bool)
+    new[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    first = np.maximum.accumulate(np.where(new, pos, 0), axis=1)  # first position of each tie group
+    last_flag = np.ones((b, g), dtype=bool)
+    last_flag[:, :-1] = new[:, 1:]
+    last = np.minimum.accumulate(np.where(last_flag, pos, g)[:, ::-1], axis=1)[:, ::-1]  # its last position
+    ranks = np.empty((b, g))
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def _masked_rank_pearson(rc: np.ndarray, re: np.ndarray, valid: np.ndarray, min_n: int) -> np.ndarray:
+    """Pearson r of rank arrays over the valid entries of the last axis (ranks 1..n of the valid)."""
+    n = valid.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (n + 1) / 2.0  # ranks 1..n always average (n + 1) / 2
+        dc = np.where(valid, rc - mean[..., None], 0.0)
+        de = np.where(valid, re - mean[..., None], 0.0)
+        sxx, syy = (dc * dc).sum(-1), (de * de).sum(-1)
+        rho = (dc * de).sum(-1) / np.sqrt(sxx * syy)
+    rho[(n < min_n) | (sxx <= 1e-12) | (syy <= 1e-12)] = np.nan
+    return np.clip(rho, -1.0, 1.0)
+
+
 def _row_spearman(cov: np.ndarray, err: np.ndarray, valid: np.ndarray, min_n: int = MIN_VALID) -> np.ndarray:
     """Spearman rho per row of (B, G) errors against the fixed coverage (G,) over valid entries.
 
     Coverage ranks come from :func:`_fixed_order_ranks`; errors of invalid entries are moved to
-    +inf before ``rankdata``, so valid entries get exactly their average ranks among the valid
-    ones. Rows then go through a masked Pearson correlation; NaN where fewer than ``min_n`` are
-    valid or a variable is constant.
+    +inf before ranking, so valid entries get exactly their average ranks among the valid ones.
+    Rows then go through a masked Pearson correlation; NaN where fewer than ``min_n`` are valid
+    or a variable is constant.
     """
     if cov.shape[0] == 0:
         return np.full(valid.shape[0], np.nan)
-    rc = np.where(valid, _fixed_order_ranks(cov, valid), 0.0)
-    re = np.where(valid, rankdata(np.where(valid, err, np.inf), axis=1), 0.0)
-    n = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (n + 1) / 2.0  # ranks 1..n always average (n + 1) / 2
-        dc = np.where(valid, rc - mean[:, None], 0.0)
-        de = np.where(valid, re - mean[:, None], 0.0)
-        sxx, syy = (dc * dc).sum(1), (de * de).sum(1)
-        rho = (dc * de).sum(1) / np.sqrt(sxx * syy)
-    rho[(n < min_n) | (sxx <= 1e-12) | (syy <= 1e-12)] = np.nan
-    return np.clip(rho, -1.0, 1.0)
+    rc = _fixed_order_ranks(cov, valid)
+    re = _row_ranks(np.where(valid, err, np.inf))
+    return _masked_rank_pearson(rc, re, valid, min_n)
 
 
 def _row_within(cov: np.ndarray, err: np.ndarray, valid: np.ndarray, n_classes: int) -> np.ndarray:
     """Class-stratified rho per row: sum_c n_c rho_c / sum_c n_c over classes with >= 4 valid SCGs.
 
-    SCGs are in flattened (T, K, S) order, so class c owns the contiguous block of G / T columns.
+    SCGs are in flattened (T, K, S) order, so class c owns the contiguous block of P = G / T
+    columns. One ranking serves every class: with the key ``c * span + value`` (span larger than
+    any value range) a valid entry's global rank is its rank within its class plus the entries
+    of earlier classes (all P c of them for the errors, whose invalid entries sit at the top of
+    their class; the valid ones for the fixed coverage).
     """
-    per = cov.shape[0] // n_classes
-    num = np.zeros(valid.shape[0])
-    den = np.zeros(valid.shape[0])
-    for c in range(n_classes):  # loop over classes, not SCGs
-        cols = slice(c * per, (c + 1) * per)
-        rho_c = _row_spearman(cov[cols], err[:, cols], valid[:, cols], min_n=MIN_CLASS_SCGS)
-        n_c = valid[:, cols].sum(axis=1)
-        ok = np.isfinite(rho_c)
-        num += np.where(ok, n_c * np.nan_to_num(rho_c), 0.0)
-        den += np.where(ok, n_c, 0)
+    b, g = valid.shape
+    per = g // n_classes
+    cls = np.repeat(np.arange(n_classes), per)
+    span_e = 2.0 + np.abs(np.where(valid, err, 0.0)).max(initial=0.0)
+    re = _row_ranks(cls * 2 * span_e + np.where(valid, err, span_e)) - cls * per
+    span_c = 2.0 + np.abs(np.nan_to_num(cov)).max(initial=0.0)
+    rc = _fixed_order_ranks(cls * span_c + np.nan_to_num(cov), valid)
+    n_c = valid.reshape(b, n_classes, per).sum(axis=2)
+    before = np.cumsum(n_c, axis=1) - n_c  # valid entries of earlier classes
+    rc = rc - np.repeat(before, per, axis=1)
+    rho_c = _masked_rank_pearson(rc.reshape(b, n_classes, per), re.reshape(b, n_classes, per),
+                                 valid.reshape(b, n_classes, per), MIN_CLASS_SCGS)
+    ok = np.isfinite(rho_c)
+    num = np.where(ok, n_c * np.nan_to_num(rho_c), 0.0).sum(axis=1)
+    den = np.where(ok, n_c, 0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
