@@ -126,7 +126,8 @@ class SCGReference:
                "descriptors": _name_tuple(self.descriptors, K, "descriptors"),
                "subgroups": _name_tuple(self.subgroups, S, "subgroup levels")}
         if self.group_counts is not None:
-            gc = np.asarray(self.group_counts, dtype=np.int64).reshape(T, -1)
+            gc = np.asarray(self.group_counts, dtype=np.int64)
+            gc = gc[:, None] if gc.ndim == 1 else gc
             if gc.shape != (T, S):
                 raise CoverageError(f"reference group_counts: expected shape {(T, S)}, got {gc.shape}")
             fix["group_counts"] = gc
