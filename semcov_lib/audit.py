@@ -383,6 +383,38 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _cdi_lines(s: dict, min_group_n: int) -> list[str]:
+    """The report's section on the CDI, validity counts, worst group and class recall."""
+    return [
+        "## Coverage Disparity Index",
+        "",
+        f"- CDI = |Spearman ρ(coverage, error)| = **{_fmt(s['cdi'])}** "
+        f"(95% bootstrap CI {_fmt(s['cdi_ci_low'])}–{_fmt(s['cdi_ci_high'])}, {s['n_boot']} resamples; "
+        f"permutation p = {_fmt(s['cdi_p'], 4)})",
+        f"- class-stratified CDI (within classes) = **{_fmt(s['cdi_within'])}** (signed "
+        f"{_fmt(s['cdi_within_signed'])}, permutation p = {_fmt(s['cdi_within_p'], 4)}); the pooled CDI also "
+        "holds differences between classes",
+        f"- signed ρ = {_fmt(s['cdi_signed_rho'])} (SCI predicts ρ < 0: lower coverage, higher error)",
+        f"- Pearson r on log(coverage + 1e-3) = {_fmt(s['cdi_pearson_log'])}; support-weighted CDI = "
+        f"{_fmt(s['cdi_weighted'])}",
+        f"- {s['n_valid_scgs']} valid SCGs of {s['n_scgs']}: removed {s['n_removed_coverage']} without training "
+        f"coverage, {s['n_removed_train_n']} whose (class, subgroup) has < {s['min_train_n']} training rows, "
+        f"{s['n_removed_weight']} with evaluation weight < {_fmt(s['min_weight'], 1)}; "
+        f"{s['n_eval_with_predictions']} evaluation rows, accuracy {_fmt(s['accuracy'])}, error = {s['error']}",
+        f"- weighted error by coverage stratum: Tail {_fmt(s['tail_error'])}, Middle {_fmt(s['middle_error'])}, "
+        f"Head {_fmt(s['head_error'])}",
+        f"- worst (class, subgroup) group with ≥ {min_group_n} rows: "
+        + (f"{s['worst_group']} accuracy {_fmt(s['worst_group_accuracy'])} (n = {s['worst_group_n']}, Wilson 95% "
+           f"CI {_fmt(s['worst_group_ci_low'])}–{_fmt(s['worst_group_ci_high'])})" if s["worst_group"] else "none")
+        + "; all groups in `group_accuracy.csv`",
+        f"- worst class: {s['worst_class']} (recall {_fmt(s['worst_class_accuracy'])}); mean recall of the "
+        f"{s['n_tail_classes']} tail class(es) by training count: {_fmt(s['tail_recall'])} (`class_recall.csv`)",
+        "",
+        "Per-SCG coverage, error and weight: `per_scg_error.csv`; figure `coverage_vs_error`.",
+        "",
+    ]
+
+
 def render_report(result: dict) -> str:
     """The Markdown report of an :func:`audit_table` result."""
     s, opt = result["summary"], result["options"]
@@ -433,34 +465,7 @@ def render_report(result: dict) -> str:
         "",
     ]
     if s["has_predictions"]:
-        lines += [
-            "## Coverage Disparity Index",
-            "",
-            f"- CDI = |Spearman ρ(coverage, error)| = **{_fmt(s['cdi'])}** "
-            f"(95% bootstrap CI {_fmt(s['cdi_ci_low'])}–{_fmt(s['cdi_ci_high'])}, {s['n_boot']} resamples; "
-            f"permutation p = {_fmt(s['cdi_p'], 4)})",
-            f"- class-stratified CDI (within classes) = **{_fmt(s['cdi_within'])}** (signed "
-            f"{_fmt(s['cdi_within_signed'])}, permutation p = {_fmt(s['cdi_within_p'], 4)}); the pooled CDI also "
-            "holds differences between classes",
-            f"- signed ρ = {_fmt(s['cdi_signed_rho'])} (SCI predicts ρ < 0: lower coverage, higher error)",
-            f"- Pearson r on log(coverage + 1e-3) = {_fmt(s['cdi_pearson_log'])}; support-weighted CDI = "
-            f"{_fmt(s['cdi_weighted'])}",
-            f"- {s['n_valid_scgs']} valid SCGs of {s['n_scgs']}: removed {s['n_removed_coverage']} without training "
-            f"coverage, {s['n_removed_train_n']} whose (class, subgroup) has < {s['min_train_n']} training rows, "
-            f"{s['n_removed_weight']} with evaluation weight < {_fmt(s['min_weight'], 1)}; "
-            f"{s['n_eval_with_predictions']} evaluation rows, accuracy {_fmt(s['accuracy'])}, error = {s['error']}",
-            f"- weighted error by coverage stratum: Tail {_fmt(s['tail_error'])}, Middle {_fmt(s['middle_error'])}, "
-            f"Head {_fmt(s['head_error'])}",
-            f"- worst (class, subgroup) group with ≥ {result['reference'].min_group_n} rows: "
-            + (f"{s['worst_group']} accuracy {_fmt(s['worst_group_accuracy'])} (n = {s['worst_group_n']}, Wilson 95% "
-               f"CI {_fmt(s['worst_group_ci_low'])}–{_fmt(s['worst_group_ci_high'])})" if s["worst_group"] else "none")
-            + "; all groups in `group_accuracy.csv`",
-            f"- worst class: {s['worst_class']} (recall {_fmt(s['worst_class_accuracy'])}); mean recall of the "
-            f"{s['n_tail_classes']} tail class(es) by training count: {_fmt(s['tail_recall'])} (`class_recall.csv`)",
-            "",
-            "Per-SCG coverage, error and weight: `per_scg_error.csv`; figure `coverage_vs_error`.",
-            "",
-        ]
+        lines += _cdi_lines(s, result["reference"].min_group_n)
     else:
         lines += ["No predictions were given (`--pred`), so no CDI was computed.", ""]
     lines += ["Summary numbers: `summary.json`.", ""]
