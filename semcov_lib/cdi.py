@@ -162,6 +162,8 @@ class SCGReference:
         if unknown:
             raise CoverageError(f"SCGReference: unknown option(s) {unknown}")
         T = len(classes)
+        if subgroup_levels is None and subgroups is not None:  # unnamed levels 0..max
+            subgroup_levels = [str(g) for g in range(int(np.max(subgroups, initial=0)) + 1)]
         S = 1 if subgroup_levels is None else len(subgroup_levels)
         a = check_scores(scores, names=None if descriptors is None else list(descriptors), where="training scores")
         if isinstance(options.get("thresholds"), str):
