@@ -31,6 +31,9 @@ what each rule removes, in that order. Over valid SCGs:
   default; ``ci_method="bca"`` gives the bias-corrected and accelerated interval, whose
   acceleration comes from a jackknife over evaluation samples (leave one out; above
   ``max_jackknife`` samples, leave one of ``max_jackknife`` random equal-size groups out).
+  Evaluation noise in the per-SCG errors attenuates |rho|, so the CDI grows with the evaluation
+  size and a bootstrap interval describes the CDI at this size, not the noise-free relation
+  (``bench/bench_cdi.py --calibration`` measures both intervals against both targets).
 
 Fewer than 3 valid SCGs, constant coverage or constant error give NaN and a :class:`CDIWarning`.
 """

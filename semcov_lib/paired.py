@@ -4,7 +4,8 @@ Each bootstrap draw resamples the seeds with replacement (A and B are paired by 
 each drawn seed, resamples the evaluation samples with replacement, *with the same indices for
 both methods*; the metric is recomputed for both and averaged over the drawn seeds. Reported per
 metric: A and B (means over seeds on the original data), Delta = B - A, its percentile CI, the
-two-sided bootstrap p-value ``p = 2 min(P(Delta* <= 0), P(Delta* >= 0))`` (at most 1),
+two-sided bootstrap p-value ``p = 2 min(P(Delta* <= 0), P(Delta* >= 0))`` (at most 1; 0 means
+below 1 / n_boot),
 ``significant`` (the CI excludes 0) and, for CDI-type metrics, the relative reduction
 ``(A - B) / A`` with its percentile CI.
 
