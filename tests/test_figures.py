@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from semcov_lib import figures  # noqa: E402
-from semcov_lib.cdi import compute_cdi  # noqa: E402
+from semcov_lib.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
 from semcov_lib.coverage import coverage_array, coverage_table, permutation_test  # noqa: E402
 from semcov_lib.metrics import ece as _ece, reliability_data  # noqa: E402
 from semcov_lib.plotting import descriptor_label, format_p, method_colour, method_label  # noqa: E402
@@ -34,7 +34,7 @@ def tiny():
     cov = coverage_array(y, s, a, T, S)
     table = coverage_table(y, s, a, ["A", "B", "C"], ["d0", "d1", "d2", "d3"], ["u", "v"])
     pred = np.where(rng.random(n) < 0.7, y, (y + 1) % T)
-    res = compute_cdi(cov, y, pred, s, a, n_boot=0)
+    res = compute_cdi(SCGReference(cov, min_train_n=0), y, pred, s, a, resampling=Resampling(n_boot=0, n_perm=0))
     return dict(cov=cov, table=table, res=res, y=y, s=s, a=a, T=T, S=S)
 
 
