@@ -57,7 +57,9 @@ from semcov_lib.backbones import VisualEncoder
 from semcov_lib.losses.alignment import (
     CDI_MODES,
     DVA_MODES,
+    PENALTY_MODES,
     CDIRegularizer,
+    RareSCGWeights,
     dva_loss,
     dva_sample_weights,
     dva_weight_table,
@@ -83,7 +85,7 @@ DEFAULTS: dict = {
     "dam_mode": "gate",  # gate | coverage | cross_attention
     "dam_lambda": 0.1,  # λ_g in ρ_k = C_k / (C_k + λ_g)
     # DVA
-    "dva_mode": "cosine",  # cosine | infonce
+    "dva_mode": "infonce",  # infonce | cosine (collapses: see the module docstring)
     "dva_beta": 0.5,  # coverage-weight exponent β (0 = unweighted)
     "dva_eps": 0.05,  # ε in (cov + ε)^(−β)
     "dva_tau": 0.1,  # InfoNCE temperature
@@ -98,10 +100,13 @@ DEFAULTS: dict = {
     # coverage) with λ_CDI = 50 had the lowest *validation* CDI of {r², relu(−r)} × {0.1 … 100}
     # over 3 seeds; the test split was not used to choose. `--set cdi_mode=squared
     # --set lambda_cdi=0.1` restores the paper's setting.
-    "cdi_mode": "relu_neg",  # squared (r²) | relu_neg (relu(−r))
+    "cdi_mode": "closed_loop",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight
+    "cdi_rare_beta": 0.5,  # rare_reweight: u_g ∝ ((median + ε) / (cov_g + ε))^β
+    "cdi_rare_eps": 0.05,
+    "cdi_eta": 2.0,  # closed_loop: q_g ∝ exp(η·ℓ̄_g)
     # loss weights
     "lambda_dva": 0.1,
-    "lambda_cdi": 50.0,
+    "lambda_cdi": 1.0,
     "lambda_desc": 1.0,
 }
 
@@ -231,6 +236,7 @@ class SemCovNet(Method):
         self.dva_mode = _check_choice("dva_mode", hp["dva_mode"], DVA_MODES)
         _check_choice("cdi_mode", hp["cdi_mode"], CDI_MODES)
         self.cdi_warmup = int(hp["cdi_warmup_epochs"])
+        self.cdi_mode = hp["cdi_mode"]
 
         self.encoder = VisualEncoder(info, hp)
         d = self.encoder.dim
@@ -251,9 +257,12 @@ class SemCovNet(Method):
             beta = float(hp["dva_beta"])
             table = dva_weight_table(info.coverage, beta, float(hp["dva_eps"])) if beta != 0 else None
             self.register_buffer("dva_table", table, persistent=False)
-        if self.use_cdi_reg:
+        if self.use_cdi_reg and self.cdi_mode in PENALTY_MODES:
             self.cdi_reg = CDIRegularizer(info.coverage, beta=float(hp["cdi_ema"]), eps=float(hp["cdi_eps"]),
-                                          mode=hp["cdi_mode"])
+                                          mode=self.cdi_mode)
+        elif self.use_cdi_reg:
+            self.rare_weights = RareSCGWeights(info.coverage, self.cdi_mode, beta=float(hp["cdi_rare_beta"]),
+                                               eps=float(hp["cdi_rare_eps"]), eta=float(hp["cdi_eta"]))
 
     # ------------------------------------------------------------------ forward
     def _scores(self, batch: dict, desc_logits: torch.Tensor) -> torch.Tensor:
@@ -319,10 +328,10 @@ class SemCovNet(Method):
         y = batch["y"]
         per_ce = F.cross_entropy(out["logits"], y, reduction="none")
         ce = per_ce.mean()
-        total = ce
         parts = {"ce": float(ce.detach())}
         desc = batch.get("desc")
         mask = batch.get("desc_mask")
+        total = self._corrected_ce(per_ce, batch, ctx, parts) if desc is not None else ce
         if self.use_sdm and desc is not None:
             m = mask.to(out["desc_logits"].dtype)
             bce = F.binary_cross_entropy_with_logits(out["desc_logits"], torch.nan_to_num(desc), reduction="none")
@@ -338,11 +347,29 @@ class SemCovNet(Method):
                              include=include, normalized=True)
             total = total + float(hp["lambda_dva"]) * l_dva
             parts["dva"] = float(l_dva.detach())
-        if self.cdi_active(ctx) and desc is not None:
+        if self.cdi_active(ctx) and desc is not None and self.cdi_mode in PENALTY_MODES:
             l_cdi = self.cdi_reg(per_ce, y, batch["subgroup"], desc, mask, update=self.training)
             total = total + float(hp["lambda_cdi"]) * l_cdi
             parts["cdi"] = float(l_cdi.detach())  # the batch's r is in self.cdi_reg.last_r
         return total, parts
+
+    def _corrected_ce(self, per_ce: torch.Tensor, batch: dict, ctx: TrainContext, parts: dict) -> torch.Tensor:
+        """Mean CE, or with a reweighting ``cdi_mode`` mean_i w_i·ce_i with w_i = 1 + λ_CDI·u_i."""
+        if not self.use_cdi_reg or self.cdi_mode in PENALTY_MODES:
+            return per_ce.mean()
+        args = (batch["y"], batch["subgroup"], batch["desc"], batch.get("desc_mask"))
+        if self.training:
+            self.rare_weights.accumulate(per_ce, *args)
+        if not self.cdi_active(ctx):
+            return per_ce.mean()
+        y, sub, desc, mask = args
+        w = self.rare_weights.weights(desc, mask, y, sub, float(self.hp["lambda_cdi"]))
+        parts["cdi"] = float((w - 1.0).mean())  # mean extra weight on the rare side
+        return (w * per_ce).mean()
+
+    def on_epoch_end(self, ctx: TrainContext) -> None:
+        if hasattr(self, "rare_weights"):
+            self.rare_weights.end_epoch()  # closed loop: next epoch's SCG weights from this epoch's losses
 
 
 def build_semcovnet(info: DataInfo, hp: dict | None = None) -> SemCovNet:
