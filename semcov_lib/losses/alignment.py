@@ -1,4 +1,4 @@
-"""SemCovNet's alignment losses (METHODS.md §3): the DVA loss and the CDI regulariser.
+"""SemCovNet's alignment losses (docs/METHODS.md): DVA loss, CDI regulariser, rare-side SCG weights.
 
 Conventions shared by both:
 

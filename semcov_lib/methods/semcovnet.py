@@ -1,4 +1,4 @@
-"""SemCovNet (METHODS.md §3): SDM + DAM + DVA + CDI regulariser on a shared VisualEncoder.
+"""SemCovNet (docs/METHODS.md): SDM + DAM + DVA + coverage correction on a shared VisualEncoder.
 
 Architecture (D = ``dim``, K descriptors, T classes, S subgroups)::
 
@@ -37,10 +37,25 @@ Choices this file fixes (named options, see ``DEFAULTS``):
 * DVA: P_v, P_d = Linear(D, 128)-ReLU-Linear(128, 128), L2-normalised (run as one batched
   :class:`PairProjection`); computed over samples with at least one observed descriptor;
   sample weights from :func:`semcov_lib.losses.alignment.dva_sample_weights` with the label's
-  SCG coverage (``dva_beta``, ``dva_eps``; ``dva_beta=0`` → unweighted).
-* CDI regulariser: :class:`semcov_lib.losses.alignment.CDIRegularizer` on the per-sample CE,
-  from epoch ``cdi_warmup_epochs`` on (``ctx.epoch``); its EMA starts then.
-* Loss L = CE + λ_DVA·L_DVA + λ_CDI·L_CDI + λ_desc·L_desc (λ_desc only with SDM).
+  SCG coverage (``dva_beta``, ``dva_eps``; ``dva_beta=0`` → unweighted). ``dva_mode``:
+  ``"infonce"`` (default; symmetric InfoNCE over the batch, τ = ``dva_tau`` = 0.1, each
+  sample's term multiplied by its coverage weight) or ``"cosine"`` (mean w_i·(1 − cos)). The
+  cosine form collapsed on the default benchmark (loss 3e-4, cos(z_v, z_d) = 0.9997, mean
+  pairwise cos of z_v across samples 0.9995: both heads output a constant, so the coverage
+  weights multiplied zeros); InfoNCE needs each z_v closest to its own z_d, which a constant
+  cannot achieve (tests/test_semcovnet.py trains both and checks it).
+* Coverage correction, ``cdi_mode`` (from epoch ``cdi_warmup_epochs`` on, ``ctx.epoch``):
+  ``"squared"`` (the paper's r², with ``lambda_cdi=0.1``) and ``"relu_neg"`` (relu(−r)) add
+  λ_CDI·penalty from :class:`semcov_lib.losses.alignment.CDIRegularizer` (r = Pearson of
+  log-coverage and the EMA-smoothed per-SCG CE); they can lower r by raising the error of
+  well-covered SCGs (levelling down). ``"closed_loop"`` and ``"rare_reweight"`` act on the
+  rare side only (:class:`semcov_lib.losses.alignment.RareSCGWeights`): CE becomes
+  mean_i (1 + λ_CDI·u_i)·ce_i with u_i = 0 for samples whose SCGs are all at or above the
+  median training coverage; ``closed_loop`` updates u at every epoch end from the rare SCGs'
+  training losses (q_g ∝ exp(η·ℓ̄_g), η = ``cdi_eta``), ``rare_reweight`` fixes
+  u_g ∝ ((median + ε)/(cov_g + ε))^β. See ``DEFAULTS`` for which is the default and why.
+* Loss L = CE' + λ_DVA·L_DVA + λ_CDI·L_CDI + λ_desc·L_desc (λ_desc only with SDM), where CE' is
+  the reweighted CE of the reweighting modes and L_CDI is present in the penalty modes only.
 """
 
 from __future__ import annotations
