@@ -14,8 +14,8 @@ DVA (Descriptor-Visual Alignment)
     symmetric InfoNCE over the batch (τ = 0.1; positives on the diagonal), weighted per sample
     the same way. SemCovNet uses InfoNCE: the cosine form has a constant solution (both heads
     output one vector; measured: the loss fell to 3e-4 with mean pairwise cos(z_v) 0.9995), at
-    which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out. ``dva_sample_weights`` gives the coverage-aware weights
-    w_i = mean over active k of (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active
+    which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
+    ``dva_sample_weights`` gives the coverage-aware weights w_i = mean over active k of (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active
     descriptor, normalised to mean 1 over the included samples (β = 0 → all ones). Unknown
     coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
 
@@ -37,8 +37,9 @@ Rare-side coverage correction (:class:`RareSCGWeights`)
     or above the median training coverage (so well-covered samples keep weight 1) and has mean
     1 over the rare SCGs R = {g : cov_g < median} (lower median of the finite coverages).
     ``"rare_reweight"``: static, u_g ∝ ((median + ε) / (cov_g + ε))^β on R.
-    ``"closed_loop"`` (GroupDRO-style, per epoch): u_g = |R|·q_g, q_g ∝ exp(η·ℓ̄_g) over R, where ℓ̄_g is the SCG's mean training cross-entropy
-    (membership-weighted as in ``scg_minibatch_loss``) during the last epoch; u starts uniform.
+    ``"closed_loop"`` (GroupDRO-style, per epoch): u_g = |R|·q_g, q_g ∝ exp(η·ℓ̄_g) over R,
+    where ℓ̄_g is the SCG's mean training cross-entropy (membership-weighted as in
+    ``scg_minibatch_loss``) during the last epoch; u starts uniform.
 """
 
 from __future__ import annotations
