@@ -16,8 +16,8 @@ DVA (Descriptor-Visual Alignment)
     output one vector; measured: the loss fell to 3e-4 with mean pairwise cos(z_v) 0.9995), at
     which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
     ``dva_sample_weights`` gives the coverage-aware weights w_i = mean over active k of
-    (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active descriptor, normalised to mean 1 over the included samples (β = 0 → all ones). Unknown
-    coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
+    (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active descriptor, normalised to mean 1
+    over the included samples (β = 0 → all ones). Unknown coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
 
 CDI regulariser
     :class:`CDIRegularizer` (an ``nn.Module`` holding the coverage table and a per-SCG EMA
