@@ -17,7 +17,8 @@ DVA (Descriptor-Visual Alignment)
     which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
     ``dva_sample_weights`` gives the coverage-aware weights w_i = mean over active k of
     (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active descriptor, normalised to mean 1
-    over the included samples (β = 0 → all ones). Unknown coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
+    over the included samples (β = 0 → all ones). Unknown coverage (NaN) counts as 0, i.e.
+    maximally rare. Weights are constants (no gradient).
 
 CDI regulariser
     :class:`CDIRegularizer` (an ``nn.Module`` holding the coverage table and a per-SCG EMA
