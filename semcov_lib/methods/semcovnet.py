@@ -43,7 +43,9 @@ Choices this file fixes (named options, see ``DEFAULTS``):
   cosine form collapsed on the default benchmark (loss 3e-4, cos(z_v, z_d) = 0.9997, mean
   pairwise cos of z_v across samples 0.9995: both heads output a constant, so the coverage
   weights multiplied zeros); InfoNCE needs each z_v closest to its own z_d, which a constant
-  cannot achieve (tests/test_semcovnet.py trains both and checks it).
+  cannot achieve. Measured on the validation split after default-profile training (3 seeds):
+  InfoNCE gives mean pairwise cos(z_v) 0.15-0.19 and cos(z_v, z_d) 0.66-0.75 for matched pairs
+  against 0.05-0.16 for mismatched ones; cosine gives 1.000 for all three.
 * Coverage correction, ``cdi_mode`` (from epoch ``cdi_warmup_epochs`` on, ``ctx.epoch``):
   ``"squared"`` (the paper's r², with ``lambda_cdi=0.1``) and ``"relu_neg"`` (relu(−r)) add
   λ_CDI·penalty from :class:`semcov_lib.losses.alignment.CDIRegularizer` (r = Pearson of
