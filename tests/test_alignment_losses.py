@@ -10,6 +10,7 @@ import torch
 
 from semcov_lib.losses.alignment import (
     CDIRegularizer,
+    RareSCGWeights,
     dva_loss,
     dva_sample_weights,
     dva_weight_table,
@@ -222,3 +223,61 @@ def test_cdi_regulariser_bad_arguments():
         CDIRegularizer(np.zeros((1, 1, 1)), mode="abs")
     with pytest.raises(ValueError, match="coverage"):
         CDIRegularizer(np.zeros((2, 2)))
+
+
+# --------------------------------------------------------------------------- rare-side reweighting
+def _rare_inputs():
+    # six SCGs (T=6, K=1, S=1); lower median of the coverages is 0.15 -> R = {0.05, 0.1}
+    coverage = np.array([0.05, 0.1, 0.15, 0.6, 0.8, 0.9], dtype=np.float32).reshape(6, 1, 1)
+    y = torch.tensor([0, 1, 3, 0])
+    s = torch.zeros(4, dtype=torch.long)
+    desc = torch.tensor([[0.9], [0.8], [1.0], [0.2]])  # the last sample has no active descriptor
+    mask = torch.ones(4, 1)
+    return coverage, y, s, desc, mask
+
+
+def test_rare_reweight_hand_computed():
+    coverage, y, s, desc, mask = _rare_inputs()
+    rw = RareSCGWeights(coverage, "rare_reweight", beta=1.0, eps=0.05)
+    gain = np.array([0.2 / 0.1, 0.2 / 0.15])  # (median + eps) / (cov + eps), beta = 1
+    expected = gain * 2 / gain.sum()  # mean 1 over R
+    np.testing.assert_allclose(rw.table[:2, 0, 0].numpy(), expected, rtol=1e-6)
+    assert (rw.table[2:] == 0).all()  # at or above the median: no extra weight
+    w = rw.weights(desc, mask, y, s, lam=2.0)
+    np.testing.assert_allclose(w.numpy(), [1 + 2 * expected[0], 1 + 2 * expected[1], 1.0, 1.0], rtol=1e-6)
+    assert (rw.weights(desc, mask, y, s, lam=0.0) == 1).all()
+    # unobserved descriptors give weight 1
+    assert (rw.weights(desc, torch.zeros_like(mask), y, s, lam=2.0) == 1).all()
+    # static: end_epoch changes nothing
+    before = rw.table.clone()
+    rw.accumulate(torch.ones(4), y, s, desc, mask)
+    rw.end_epoch()
+    torch.testing.assert_close(rw.table, before)
+
+
+def test_closed_loop_follows_the_rare_groups_losses():
+    coverage, y, s, desc, mask = _rare_inputs()
+    # two more SCGs (0.01 rare, 0.95 covered): the lower median stays 0.15, R = {0.05, 0.1, 0.01}
+    coverage = np.concatenate([coverage, np.array([0.01, 0.95], dtype=np.float32).reshape(2, 1, 1)])
+    rw = RareSCGWeights(coverage, "closed_loop", eta=1.0)
+    rare = rw.rare[:, 0, 0].numpy()
+    np.testing.assert_array_equal(rare, [True, True, False, False, False, False, True, False])
+    np.testing.assert_allclose(rw.table[:, 0, 0].numpy(), rare.astype(float))  # uniform at start
+    # one epoch: SCG 0 loss 1 (the last sample joins it with soft weight 0.2 and the same loss),
+    # SCG 1 loss 2, SCG 3 (well covered) loss 5; SCG 6 unseen
+    ce = torch.tensor([1.0, 2.0, 5.0, 1.0])
+    rw.accumulate(ce, y, s, desc, mask)
+    rw.end_epoch()
+    q = np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum()
+    np.testing.assert_allclose(rw.table[[0, 1, 6], 0, 0].numpy(), [2 * q[0], 2 * q[1], 1.0], rtol=1e-5)
+    assert rw.table[~rw.rare].sum() == 0 and rw.table[rw.rare].sum().item() == pytest.approx(3.0)
+    assert rw.weight_sum.sum() == 0  # accumulators reset for the next epoch
+    w = rw.weights(desc, mask, y, s, lam=1.0)
+    assert w[1] > w[0] > 1.0 and w[2] == 1.0  # the higher-loss rare SCG gets more; covered keeps 1
+
+
+def test_rare_weights_bad_arguments():
+    with pytest.raises(ValueError, match="reweighting mode"):
+        RareSCGWeights(np.zeros((1, 1, 1)), "squared")
+    with pytest.raises(ValueError, match="cdi mode"):
+        CDIRegularizer(np.zeros((1, 1, 1)), mode="closed_loop")

@@ -164,7 +164,7 @@ def test_desc_source_options():
 
 
 def test_cdi_warmup_and_ema_state():
-    model = _build(cdi_warmup_epochs=2)
+    model = _build(cdi_warmup_epochs=2, cdi_mode="relu_neg")
     batch = _batch()
     for epoch, active in [(0, False), (1, False), (2, True)]:
         out = model(batch)
@@ -172,7 +172,7 @@ def test_cdi_warmup_and_ema_state():
         assert ("cdi" in parts) == active
     assert model.cdi_reg.seen.any()
     # EMA buffers travel with the state dict; eval-mode losses do not update them
-    fresh = _build()
+    fresh = _build(cdi_mode="relu_neg")
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh.cdi_reg.ema, model.cdi_reg.ema)
     model.eval()
@@ -200,9 +200,10 @@ def test_training_reduces_the_loss():
 def test_defaults_registry_and_cached_features():
     assert method_defaults("semcovnet") == sc.DEFAULTS
     d = sc.DEFAULTS
-    assert (d["lambda_dva"], d["lambda_cdi"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
-        0.1, 50.0, 1.0, 2, 256, 0.1)
-    assert d["cdi_mode"] == "relu_neg"  # chosen on validation CDI (see DEFAULTS)
+    assert (d["lambda_dva"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
+        0.1, 1.0, 2, 256, 0.1)
+    assert d["dva_mode"] == "infonce"  # the cosine form collapses (see test_dva_aligns_without_collapse)
+    assert (d["cdi_mode"], d["lambda_cdi"]) == ("closed_loop", 1.0)  # reports/tables/tuning_choice.json
     info = _info(input_shape=(20, 2, 2), features_cached=True)
     model = build_method("semcovnet", info, {**TINY, "backbone": "cached", "adapter_channels": 8})
     batch = {**_batch(), "x": torch.randn(12, 20, 2, 2).half()}
@@ -328,3 +329,85 @@ def test_sdm_feature_equals_mlp_of_pooled_tokens(token_bias):
         expected = sdm.mlp((alpha.unsqueeze(-1) * tokens).sum(1))
         torch.testing.assert_close(sdm.feature(scores, w), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(sdm.mlp(sdm.pooled(scores, w)), expected, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- DVA and coverage correction
+def _aligned_data(n: int = 48, seed: int = 0) -> tuple[DataInfo, dict]:
+    """Cached-feature inputs whose descriptor scores are a function of the features."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, 2, 2, generator=g)
+    desc = torch.sigmoid(3.0 * x.flatten(1)[:, :K])
+    info = _info(input_shape=(20, 2, 2), features_cached=True)
+    batch = {"x": x, "y": torch.arange(n) % T, "desc": desc, "desc_mask": torch.ones(n, K),
+             "subgroup": torch.arange(n) % S, "index": torch.arange(n)}
+    return info, batch
+
+
+def _train_dva(dva_mode: str, steps: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    info, batch = _aligned_data()
+    torch.manual_seed(0)
+    hp = {**TINY, "backbone": "cached", "adapter_channels": 8, "dva_mode": dva_mode, "lambda_dva": 1.0,
+          "use_cdi_reg": False}
+    model = build_method("semcovnet", info, hp)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ctx = TrainContext(epoch=0, n_epochs=1)
+    for _ in range(steps):
+        loss, _ = model.loss(batch, model(batch), ctx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = model.eval()(batch)
+    return out["z_v"], out["z_d"]
+
+
+def test_dva_aligns_without_collapse():
+    """InfoNCE (default): z_v stay spread out and each z_v is closest to its own z_d."""
+    z_v, z_d = _train_dva("infonce")
+    n = len(z_v)
+    off = ~torch.eye(n, dtype=torch.bool)
+    assert (z_v @ z_v.t())[off].mean() < 0.9  # no collapse onto one vector
+    cross = z_v @ z_d.t()
+    assert cross.diag().mean() > cross[off].mean() + 0.2  # matched pairs beat mismatched ones
+
+
+def test_dva_cosine_form_collapses_more_than_infonce():
+    """The cosine form can be minimised by a constant; InfoNCE's negatives forbid that."""
+    z_cos, _ = _train_dva("cosine")
+    z_nce, _ = _train_dva("infonce")
+    off = ~torch.eye(len(z_cos), dtype=torch.bool)
+    assert (z_cos @ z_cos.t())[off].mean() > (z_nce @ z_nce.t())[off].mean() + 0.2
+
+
+@pytest.mark.parametrize("mode", ["closed_loop", "rare_reweight"])
+def test_reweighting_modes_weight_rare_samples_only(mode):
+    model = _build(cdi_mode=mode, lambda_cdi=2.0, cdi_warmup_epochs=1)
+    batch = {**_batch(), "desc": torch.ones(12, K), "desc_mask": torch.ones(12, K)}
+    rare = model.rare_weights.rare[batch["y"], :, batch["subgroup"]].any(dim=1)
+    assert rare.any() and (~rare).any()
+    model.eval()  # dropout off: the CE terms are comparable
+    out = model(batch)
+    per_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"], reduction="none")
+    loss_warm, parts = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
+    assert "cdi" not in parts  # warm-up: plain CE
+    loss, parts = model.loss(batch, out, TrainContext(epoch=1, n_epochs=3))
+    w = model.rare_weights.weights(batch["desc"], batch["desc_mask"], batch["y"], batch["subgroup"], 2.0)
+    assert (w[~rare] == 1).all() and (w[rare] > 1).all()
+    torch.testing.assert_close(loss - loss_warm, (w * per_ce).mean() - per_ce.mean())
+    assert parts["cdi"] == pytest.approx(float((w - 1).mean()), rel=1e-5)
+
+
+def test_closed_loop_table_moves_at_epoch_end_and_is_saved():
+    model = _build(cdi_mode="closed_loop")
+    batch = {**_batch(), "desc": torch.ones(12, K), "desc_mask": torch.ones(12, K)}
+    before = model.rare_weights.table.clone()
+    model.loss(batch, model(batch), TrainContext(epoch=0, n_epochs=3))  # training mode: accumulates
+    model.on_epoch_end(TrainContext(epoch=0, n_epochs=3))
+    after = model.rare_weights.table
+    assert not torch.allclose(before, after)
+    assert after[~model.rare_weights.rare].sum() == 0
+    fresh = _build(cdi_mode="closed_loop")
+    fresh.load_state_dict(model.state_dict())  # resuming keeps the closed-loop weights
+    torch.testing.assert_close(fresh.rare_weights.table, after)
+    with pytest.raises(ValueError, match="cdi_mode"):
+        _build(cdi_mode="levelling")

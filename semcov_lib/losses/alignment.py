@@ -1,4 +1,4 @@
-"""SemCovNet's alignment losses (METHODS.md §3): the DVA loss and the CDI regulariser.
+"""SemCovNet's alignment losses (docs/METHODS.md): DVA loss, CDI regulariser, rare-side SCG weights.
 
 Conventions shared by both:
 
@@ -9,13 +9,16 @@ Conventions shared by both:
   (``active_threshold``).
 
 DVA (Descriptor-Visual Alignment)
-    ``dva_loss(z_v, z_d, weights, mode)``: ``"cosine"`` (default) is
+    ``dva_loss(z_v, z_d, weights, mode)``: ``"cosine"`` is
     ``Σ_i w_i (1 − cos(z_v,i, z_d,i)) / n`` over the included samples; ``"infonce"`` is the
     symmetric InfoNCE over the batch (τ = 0.1; positives on the diagonal), weighted per sample
-    the same way. ``dva_sample_weights`` gives the coverage-aware weights
-    w_i = mean over active k of (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active
-    descriptor, normalised to mean 1 over the included samples (β = 0 → all ones). Unknown
-    coverage (NaN) counts as 0, i.e. maximally rare. Weights are constants (no gradient).
+    the same way. SemCovNet uses InfoNCE: the cosine form has a constant solution (both heads
+    output one vector; measured: the loss fell to 3e-4 with mean pairwise cos(z_v) 0.9995), at
+    which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
+    ``dva_sample_weights`` gives the coverage-aware weights w_i = mean over active k of
+    (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active descriptor, normalised to mean 1
+    over the included samples (β = 0 → all ones). Unknown coverage (NaN) counts as 0, i.e.
+    maximally rare. Weights are constants (no gradient).
 
 CDI regulariser
     :class:`CDIRegularizer` (an ``nn.Module`` holding the coverage table and a per-SCG EMA
@@ -23,10 +26,21 @@ CDI regulariser
     w_{i,g} = 1[y_i=c]·1[s_i=s]·a_{i,k} (masked where unobserved); SCGs with zero weight in the
     batch or NaN coverage are skipped. Smoothed L̃_g = β·EMA_g + (1−β)·ℓ_g, where EMA_g holds
     detached past values (first observation: L̃_g = ℓ_g); afterwards EMA_g ← L̃_g.detach().
-    r = Pearson(log(cov_g + ε), L̃_g) over the SCGs present; penalty r² (``"squared"``,
-    default) or relu(−r) (``"relu_neg"``). Fewer than 3 SCGs, or zero variance on either
+    r = Pearson(log(cov_g + ε), L̃_g) over the SCGs present; penalty r² (``"squared"``)
+    or relu(−r) (``"relu_neg"``). Fewer than 3 SCGs, or zero variance on either
     side, gives 0 (a graph-connected zero, so ``backward`` is always safe).
-    The closed-loop GroupDRO-style SCG reweighting option of METHODS.md is not implemented.
+
+Rare-side coverage correction (:class:`RareSCGWeights`)
+    The penalty above can lower the measured correlation by raising the error of well-covered
+    SCGs (levelling down). The reweighting modes act on the under-covered side only: each
+    sample's cross-entropy gets the weight w_i = 1 + λ·u_i, where u_i is the mean, over the
+    sample's active descriptors k, of a per-SCG table u[y_i, k, s_i] that is 0 for every SCG at
+    or above the median training coverage (so well-covered samples keep weight 1) and has mean
+    1 over the rare SCGs R = {g : cov_g < median} (lower median of the finite coverages).
+    ``"rare_reweight"``: static, u_g ∝ ((median + ε) / (cov_g + ε))^β on R.
+    ``"closed_loop"`` (GroupDRO-style, per epoch): u_g = |R|·q_g, q_g ∝ exp(η·ℓ̄_g) over R,
+    where ℓ̄_g is the SCG's mean training cross-entropy (membership-weighted as in
+    ``scg_minibatch_loss``) during the last epoch; u starts uniform.
 """
 
 from __future__ import annotations
@@ -39,7 +53,9 @@ from torch import nn
 from torch.nn import functional as F
 
 DVA_MODES = ("cosine", "infonce")
-CDI_MODES = ("squared", "relu_neg")
+PENALTY_MODES = ("squared", "relu_neg")  # CDIRegularizer: a penalty on r
+REWEIGHT_MODES = ("closed_loop", "rare_reweight")  # RareSCGWeights: per-sample CE weights
+CDI_MODES = PENALTY_MODES + REWEIGHT_MODES
 
 
 def _clean_scores(desc: torch.Tensor, desc_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +98,7 @@ def dva_sample_weights(
             if beta == 0:
                 return inc.float()
             table = dva_weight_table(coverage, beta, eps)
-        per_desc = table.to(desc.device)[y, :, subgroup]  # (B, K)
-        active = desc >= active_threshold  # NaN compares False: unobserved
-        if desc_mask is not None:
-            active &= desc_mask > 0
-        n_active = active.sum(dim=1)
-        w = torch.where(n_active > 0, (per_desc * active).sum(dim=1) / n_active.clamp_min(1), 1.0)
-        w = w * inc
+        w = active_scg_mean(table, desc, desc_mask, y, subgroup, active_threshold, default=1.0) * inc
         return w * (inc.sum() / w.sum().clamp_min(1e-12))
 
 
@@ -192,8 +202,8 @@ class CDIRegularizer(nn.Module):
     def __init__(self, coverage: np.ndarray | torch.Tensor, beta: float = 0.9, eps: float = 1e-3,
                  mode: str = "squared", min_scgs: int = 3):
         super().__init__()
-        if mode not in CDI_MODES:
-            raise ValueError(f"cdi mode {mode!r} unknown; choose one of {CDI_MODES}")
+        if mode not in PENALTY_MODES:
+            raise ValueError(f"cdi mode {mode!r} unknown for the penalty; choose one of {PENALTY_MODES}")
         cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
         if cov.ndim != 3:
             raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
@@ -238,10 +248,96 @@ class CDIRegularizer(nn.Module):
         self.seen.zero_()
 
 
+def active_scg_mean(table: torch.Tensor, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
+                    subgroup: torch.Tensor, active_threshold: float = 0.5, default: float = 0.0) -> torch.Tensor:
+    """(B,) mean of ``table[y_i, k, s_i]`` over the sample's active descriptors (``default`` if none).
+
+    Active: observed (mask > 0, finite) and score ≥ ``active_threshold``.
+    """
+    per_desc = table.to(desc.device)[y, :, subgroup]  # (B, K)
+    active = desc >= active_threshold  # NaN compares False: unobserved
+    if desc_mask is not None:
+        active &= desc_mask > 0
+    n_active = active.sum(dim=1)
+    mean = (per_desc * active).sum(dim=1) / n_active.clamp_min(1)
+    return torch.where(n_active > 0, mean, torch.full_like(mean, default))
+
+
+class RareSCGWeights(nn.Module):
+    """Rare-side per-sample CE weights w_i = 1 + λ·u_i (see the module docstring).
+
+    ``weights(desc, desc_mask, y, subgroup, lam)`` -> (B,) constants (no gradient);
+    ``accumulate(per_sample_ce, ...)`` adds a training batch to the epoch's per-SCG losses;
+    ``end_epoch()`` turns them into the closed-loop table (a no-op for ``"rare_reweight"``).
+    """
+
+    def __init__(self, coverage: np.ndarray | torch.Tensor, mode: str = "closed_loop", beta: float = 0.5,
+                 eps: float = 0.05, eta: float = 2.0):
+        super().__init__()
+        if mode not in REWEIGHT_MODES:
+            raise ValueError(f"reweighting mode {mode!r} unknown; choose one of {REWEIGHT_MODES}")
+        cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
+        if cov.ndim != 3:
+            raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
+        finite = torch.isfinite(cov)
+        median = cov[finite].median() if finite.any() else torch.tensor(0.0)  # lower median
+        rare = finite & (torch.nan_to_num(cov, nan=0.0) < median)  # R = {g : cov_g < median}
+        self.mode, self.eta = mode, float(eta)
+        self.register_buffer("rare", rare, persistent=False)
+        if mode == "rare_reweight":  # u_g ∝ ((median + ε) / (cov_g + ε))^β on R
+            gain = ((median + eps) / (torch.nan_to_num(cov, nan=0.0) + eps)).pow(beta)
+        else:  # closed loop starts uniform on R
+            gain = torch.ones_like(cov)
+        self.register_buffer("table", self._mean_one(gain))
+        self.register_buffer("loss_sum", torch.zeros_like(cov))
+        self.register_buffer("weight_sum", torch.zeros_like(cov))
+
+    def _mean_one(self, gain: torch.Tensor) -> torch.Tensor:
+        """gain on R rescaled to mean 1 over R; 0 outside R."""
+        gain = torch.where(self.rare, gain, torch.zeros_like(gain))
+        n_rare = int(self.rare.sum())
+        return gain * (n_rare / gain.sum()) if n_rare and float(gain.sum()) > 0 else gain
+
+    @torch.no_grad()
+    def weights(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
+                subgroup: torch.Tensor, lam: float) -> torch.Tensor:
+        scores, mask = _clean_scores(desc, desc_mask)
+        return 1.0 + lam * active_scg_mean(self.table, scores, mask, y, subgroup)  # w_i = 1 + λ·u_i
+
+    @torch.no_grad()
+    def accumulate(self, per_sample_ce: torch.Tensor, y: torch.Tensor, subgroup: torch.Tensor,
+                   desc: torch.Tensor, desc_mask: torch.Tensor | None) -> None:
+        if self.mode != "closed_loop":
+            return
+        t, _, s = self.table.shape
+        loss_g, den = scg_minibatch_loss(per_sample_ce.detach().float(), y, subgroup, desc, desc_mask, t, s)
+        self.loss_sum += loss_g * den  # Σ_i w_{i,g} ce_i
+        self.weight_sum += den
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        """Closed loop: u_g = |R|·softmax_R(η·ℓ̄_g); SCGs unseen this epoch keep their old share."""
+        if self.mode != "closed_loop":
+            return
+        seen = self.rare & (self.weight_sum > 0)
+        if seen.any():
+            mean_loss = self.loss_sum / self.weight_sum.clamp_min(1e-12)  # ℓ̄_g
+            logits = torch.where(seen, self.eta * mean_loss, torch.full_like(mean_loss, -torch.inf))
+            q = torch.softmax(logits.flatten(), 0).view_as(mean_loss)  # q_g ∝ exp(η ℓ̄_g) over seen R
+            share = self.table[seen].sum()  # the seen SCGs share what they held before
+            self.table.copy_(torch.where(seen, q * share, self.table))
+        self.loss_sum.zero_()
+        self.weight_sum.zero_()
+
+
 __all__ = [
     "CDI_MODES",
     "CDIRegularizer",
     "DVA_MODES",
+    "PENALTY_MODES",
+    "REWEIGHT_MODES",
+    "RareSCGWeights",
+    "active_scg_mean",
     "dva_loss",
     "dva_sample_weights",
     "dva_weight_table",

@@ -1,0 +1,99 @@
+"""The ``tune`` command: within-class rho, the selection rule, score sources, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from semcov_lib import tune as tu
+
+
+def _per_scg(classes, cov, err, valid=None) -> pd.DataFrame:
+    return pd.DataFrame({"class_idx": classes, "coverage": cov, "error": err,
+                         "valid": np.ones(len(cov), bool) if valid is None else valid})
+
+
+def test_within_class_rho_hand_computed():
+    # class 0: 4 SCGs, error falls with coverage (rho -1); class 1: 5 SCGs, rises (rho +1);
+    # class 2: 3 SCGs only (left out); an invalid SCG of class 0 is ignored
+    frame = _per_scg([0] * 5 + [1] * 5 + [2] * 3,
+                     [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3],
+                     [4, 3, 2, 1, 9, 1, 2, 3, 4, 5, 3, 2, 1],
+                     valid=np.array([True] * 4 + [False] + [True] * 8))
+    assert tu.within_class_rho(frame) == pytest.approx((4 * -1 + 5 * 1) / 9)
+    assert np.isnan(tu.within_class_rho(frame[frame["class_idx"] == 2]))
+
+
+def test_within_class_rho_matches_scipy():
+    rng = np.random.default_rng(0)
+    classes = np.repeat([0, 1], [7, 9])
+    cov, err = rng.uniform(size=16), rng.uniform(size=16)
+    rho0 = spearmanr(cov[:7], err[:7]).statistic
+    rho1 = spearmanr(cov[7:], err[7:]).statistic
+    got = tu.within_class_rho(_per_scg(classes, cov, err))
+    assert got == pytest.approx((7 * rho0 + 9 * rho1) / 16)
+
+
+def _summary(rows: dict[str, tuple]) -> pd.DataFrame:
+    """rows: setting -> (macro_f1, cdi_within, head_error, middle_error), ERM first."""
+    erm = rows["erm"]
+    recs = []
+    for name, (f1, cw, he, me) in rows.items():
+        recs.append({"setting": name, "macro_f1": f1, "cdi_within": cw, "cdi": cw, "head_error": he,
+                     "middle_error": me, "d_macro_f1": f1 - erm[0], "d_head_error": he - erm[2],
+                     "d_middle_error": me - erm[3]})
+    return pd.DataFrame(recs)
+
+
+def test_choose_applies_the_rule():
+    summary = _summary({
+        "erm": (0.80, 0.40, 0.05, 0.10),
+        "f1_drop": (0.79, 0.05, 0.05, 0.10),  # lowest CDI but 1 point of macro-F1 lost
+        "levels_down": (0.81, 0.10, 0.07, 0.10),  # Head error up 2 points
+        "good": (0.798, 0.20, 0.05, 0.10),  # 0.2 points below ERM: within the tolerance
+        "also_ok": (0.803, 0.30, 0.04, 0.09),
+    })
+    choice = tu.choose(summary)
+    assert choice["setting"] == "good" and choice["eligible"] == ["also_ok", "good"]
+    strict = tu.choose(summary, tu.TuneRule(max_f1_drop=0.0, max_error_rise=0.0))
+    assert strict["setting"] == "also_ok"
+    none = tu.choose(summary[summary["setting"].isin(["erm", "f1_drop", "levels_down"])])
+    assert none["setting"] == "levels_down" and none["eligible"] == [] and "no setting" in none["reason"]
+
+
+def test_run_scores_prefers_val_stress(tmp_path):
+    val = {k: 0.5 for k in tu.SCORE_KEYS}
+    (tmp_path / "metrics.json").write_text(json.dumps({"val": val, "val_stress": {**val, "cdi_within": 0.1}}))
+    scores = tu.run_scores(tmp_path, config=None)
+    assert scores["source"] == "val_stress" and scores["cdi_within"] == 0.1
+    (tmp_path / "metrics.json").write_text(json.dumps({"val": val, "val_stress": {"macro_f1": 0.3}}))
+    assert tu.run_scores(tmp_path, config=None)["source"] == "val"
+
+
+def test_tune_end_to_end_on_smoke(tmp_path):
+    grid = {"closed": {"cdi_mode": "closed_loop", "lambda_cdi": 1.0}, "off": {"use_cdi_reg": False}}
+    record = tu.tune("smoke", [0], grid=grid, overrides={"max_steps": 1, "n_boot": 0}, jobs=1,
+                     runs_root=tmp_path / "runs", out_dir=tmp_path / "tables", progress=False)
+    table = pd.read_csv(tmp_path / "tables" / "tuning_semcovnet.csv")
+    assert list(table["setting"]) == ["erm", "closed", "off"] * 2
+    assert list(table["seed"].astype(str)) == ["0"] * 3 + ["mean"] * 3
+    assert table["macro_f1"].between(0, 1).all()
+    saved = json.loads((tmp_path / "tables" / "tuning_choice.json").read_text())
+    assert saved["setting"] == record["setting"] in grid and saved["hp"] == grid[saved["setting"]]
+    assert saved["rule"] == {"max_f1_drop": 0.005, "max_error_rise": 0.005, "objective": "cdi_within"}
+    assert set(saved["summary"]) == {"erm", "closed", "off"}
+
+
+def test_cli_rejects_method_keys():
+    parser = argparse.ArgumentParser()
+    tu.add_arguments(parser)
+    args = parser.parse_args(["--profile", "smoke", "--set", "lambda_cdi=3"])
+    with pytest.raises(ValueError, match="not training keys"):
+        tu.run(args)
+    with pytest.raises(ValueError, match="'erm' is the reference"):
+        tu.tune("smoke", [0], grid={"erm": {}})
