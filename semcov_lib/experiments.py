@@ -4,7 +4,9 @@ Notebooks call these so they hold no method code: the main comparison (every met
 seeds), the SemCovNet ablation ladder and leave-one-out, the λ sensitivity sweeps and the
 benchmark tail-exponent sweep. Each returns :class:`~semcov_lib.train.TrainConfig` objects;
 :func:`semcov_lib.train.train_many` trains or reuses them, :func:`results_frame` collects
-their metrics.
+their metrics. :func:`pipeline_configs` lists every run the notebooks need for one parameter
+file, so ``python -m semcov_lib grid`` can train them first (on a cluster) and the notebooks
+then only read run folders.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from semcov_lib.config import ConfigError
 from semcov_lib.methods import METHODS
 from semcov_lib.runs import write_text_atomic
 from semcov_lib.tables import markdown_table, write_table  # noqa: F401 - used by the notebooks
@@ -179,3 +182,30 @@ def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> 
 def descriptor_learner_configs(profile: str, seeds: Iterable[int]) -> list[TrainConfig]:
     """SADCL as a multi-label descriptor learner (the descriptors are its labels)."""
     return [train_config("sadcl", profile, s, {"hp": {"sadcl_task": "descriptors"}}) for s in seeds]
+
+
+#: Keys of a notebook parameter file that decide which runs exist.
+PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "sweep_seeds", "lambda_dva_values", "lambda_cdi_values",
+                 "tail_exponents")
+
+
+def pipeline_configs(params: dict[str, Any]) -> list[TrainConfig]:
+    """Every run the notebooks train for one parameter file (``notebooks/params/<profile>.yaml``).
+
+    The main comparison, the SADCL descriptor learner, the ablations, the λ sweeps and the
+    tail-exponent sweep, in that order, each run folder once. A notebook grid not listed here
+    would be trained by the notebook itself instead of by the grid.
+    """
+    missing = [k for k in PIPELINE_KEYS if k not in params]
+    if missing:
+        raise ConfigError(f"notebook parameters lack {missing}; a parameter file needs {list(PIPELINE_KEYS)}")
+    profile = params["profile"]
+    seeds, ablation_seeds, sweep_seeds = params["seeds"], params["ablation_seeds"], params["sweep_seeds"]
+    grids = [
+        main_configs(profile, seeds),
+        descriptor_learner_configs(profile, seeds),
+        flatten(ablation_configs(profile, ablation_seeds)),
+        flatten(sensitivity_configs(profile, sweep_seeds, params["lambda_dva_values"], params["lambda_cdi_values"])),
+        flatten(tail_sweep_configs(profile, sweep_seeds, params["tail_exponents"])),
+    ]
+    return flatten([c for grid in grids for c in grid])
