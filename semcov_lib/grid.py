@@ -185,9 +185,10 @@ def submit_slurm(configs: list[TrainConfig], options: SlurmOptions, root: str | 
         return []
     executor = submitit.SlurmExecutor(folder=_log_dir(root, log_dir))
     executor.update_parameters(
-        time=options.time_min, gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task,
-        nodes=1, ntasks_per_node=1, job_name="semcov-grid", array_parallelism=jobs if jobs > 0 else len(todo),
+        time=options.time_min, cpus_per_task=options.cpus_per_task, nodes=1, ntasks_per_node=1,
+        job_name="semcov-grid", array_parallelism=jobs if jobs > 0 else len(todo),
         **({"partition": options.partition} if options.partition else {}),
+        **({"gpus_per_node": options.gpus_per_node} if options.gpus_per_node > 0 else {}),
     )
     n = len(todo)
     root_str = str(root) if root is not None else None
