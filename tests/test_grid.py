@@ -76,6 +76,10 @@ def test_local_grid_trains_through_submitit_then_reuses(tmp_path, capsys, monkey
     # the notebooks' path: every run is found finished, nothing is trained
     results = experiments.results_frame(configs, root=tmp_path)
     assert list(results["method"]) == ["erm", "erm_desc"]
+    assert list(results["sees_descriptors_at_test"]) == [False, True]
+    assert list(results["selection_metric"]) == ["macro_f1", "macro_f1"]
+    summary = experiments.summarise(results, metrics=["macro_f1"]).set_index("method")
+    assert bool(summary.loc["erm_desc", "sees_descriptors_at_test"]) and summary.loc["erm", "n_seeds"] == 1
     assert grid.run_local(configs, root=tmp_path, jobs=2, progress=True) == []
     assert "to train" not in capsys.readouterr().out
     assert all((folder / "metrics.json").stat().st_mtime_ns == t for folder, t in stamps.items())
