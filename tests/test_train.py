@@ -253,3 +253,21 @@ def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
     np.testing.assert_array_equal(data.eval_reference.class_counts, np.bincount(y, minlength=T))
     assert data.eval_reference.split == "coverage_reference"
     assert data.info.class_counts.sum() == len(data.splits["train"])  # methods see the training split only
+
+
+def test_parallel_workers_get_one_gpu_each(monkeypatch):
+    """Worker i of ``train_many`` sees GPU i mod n of the GPUs this process may use."""
+    import multiprocessing as mp
+
+    from semcov_lib.train import _init_worker, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    gpus, counter, seen = visible_gpus(), mp.get_context("spawn").Value("i", 0), []
+    for _ in range(3):  # three workers start
+        _init_worker(counter, gpus)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["2", "3", "2"]
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert visible_gpus() == []
