@@ -8,10 +8,12 @@ JOBS ?= 2
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks paper-figures lab bench clean clean-cache
+.PHONY: help setup test test-unit test-notebooks paper-figures readme-results grid lab bench clean clean-cache
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@if test -t 1; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}'
 	@echo "  variables: PROFILE=$(PROFILE) (smoke|default|paper), JOBS=$(JOBS) (parallel training processes)"
 
 setup: $(STAMP) ## Create .venv with the pinned torch/torchvision, Jupyter tools and semcov_lib (editable)
@@ -36,6 +38,12 @@ test-notebooks: setup ## Notebook tests only (nbval)
 
 paper-figures: setup ## Execute notebooks 01-06 with papermill (PROFILE=default) into reports/
 	$(PY) -m semcov_lib.pipeline --profile $(PROFILE) --jobs $(JOBS)
+
+readme-results: setup ## Copy the last pipeline's results (tables/readme_results.md) into README.md
+	$(PY) -m semcov_lib.pipeline --profile $(PROFILE) --readme-results
+
+grid: setup ## Train every run the notebooks need (PROFILE, JOBS), without executing notebooks
+	$(PY) -m semcov_lib grid --profile $(PROFILE) --jobs $(JOBS)
 
 bench: setup ## Run the benchmarks in bench/ (prints medians and ratios)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

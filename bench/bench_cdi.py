@@ -1,6 +1,12 @@
 """Benchmark: vectorised coverage + CDI + bootstrap against a straightforward pandas version.
 
     .venv/bin/python bench/bench_cdi.py [--n 100000] [--n-boot 1000] [--repeats 5] [--slow-boot-reps 20]
+        [--paired-n 10000] [--calibration 0]
+
+Also timed: the hierarchical paired bootstrap (one method pair x 3 seeds x 2000 draws x the
+default metrics on ``--paired-n`` evaluation samples). ``--calibration R`` estimates the coverage
+of the percentile and BCa 95% CIs of the CDI over R simulated evaluation splits of 2000 samples
+(true CDI from one evaluation split of 400,000 samples).
 
 Workload (the performance requirement of METHODS.md §2 in this project): training coverage from
 ``n`` training samples and the CDI with ``n_boot`` bootstrap resamples on ``n`` evaluation
@@ -25,8 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from semcov_lib.cdi import compute_cdi, weighted_spearman
+from semcov_lib.cdi import Resampling, SCGReference, compute_cdi, weighted_spearman
 from semcov_lib.coverage import coverage_array
+from semcov_lib.paired import DEFAULT_METRICS, SeedPair, paired_bootstrap
 
 T, K, S = 11, 7, 6
 
@@ -54,11 +61,76 @@ def make_data(n: int, seed: int = 0):
     return (y_tr, s_tr, a_tr), (y_ev, s_ev, a_ev, pred)
 
 
-def fast(train, evaluation, n_boot: int, seed: int = 0):
+def fast(train, evaluation, n_boot: int, seed: int = 0, ci_method: str = "percentile"):
     y_tr, s_tr, a_tr = train
     y_ev, s_ev, a_ev, pred = evaluation
-    cov = coverage_array(y_tr, s_tr, a_tr, T, S)
-    return compute_cdi(cov, y_ev, pred, s_ev, a_ev, n_boot=n_boot, seed=seed)
+    reference = SCGReference.from_training(y_tr, s_tr, a_tr, [str(c) for c in range(T)],
+                                           subgroup_levels=[str(g) for g in range(S)])
+    return compute_cdi(reference, y_ev, pred, s_ev, a_ev,
+                       resampling=Resampling(n_boot=n_boot, n_perm=0, seed=seed, ci_method=ci_method))
+
+
+def bench_paired(n: int, n_boot: int = 2000, n_seeds: int = 3) -> None:
+    """Time one method pair x n_seeds x n_boot draws of the default paired metrics."""
+    train, (y, s, a, pred) = make_data(n, 1)
+    reference = SCGReference.from_training(*train, [str(c) for c in range(T)],
+                                           subgroup_levels=[str(g) for g in range(S)])
+    rng = np.random.default_rng(0)
+
+    def probs(flip):
+        p = rng.dirichlet(np.ones(T), size=n) * 0.5
+        p[np.arange(n), np.where(rng.random(n) < flip, rng.integers(0, T, n), pred)] += 1
+        return p / p.sum(1, keepdims=True)
+
+    pairs = [SeedPair(y, s, a, probs(0.1), probs(0.05)) for _ in range(n_seeds)]
+    paired_bootstrap(pairs, reference, n_boot=20)  # warm-up
+    w0, c0 = time.perf_counter(), time.process_time()
+    table = paired_bootstrap(pairs, reference, DEFAULT_METRICS, n_boot=n_boot, seed=0)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    print(f"paired 1 pair x {n_seeds} seeds x {n_boot} draws x {len(DEFAULT_METRICS)} metrics on {n} samples: "
+          f"{wall:.2f} s wall, {cpu:.2f} s CPU")
+    print(table[["metric", "a", "b", "delta", "ci_low", "ci_high", "p"]].to_string(index=False, float_format="%.4f"))
+
+
+def calibration(reps: int, n_eval: int = 2000, n_boot: int = 1000) -> None:
+    """Share of percentile / BCa 95% CIs of the CDI that contain two targets.
+
+    (a) the CDI of the population per-SCG errors (from 400,000 evaluation samples) over the
+    split's valid SCGs: the coverage-error relation free of evaluation noise; (b) the mean CDI over
+    the ``reps`` splits: what the estimator gives on average at this evaluation size. Noise in the
+    per-SCG errors attenuates |rho|, so (b) < (a).
+    """
+    from scipy.stats import binomtest, spearmanr
+
+    train, _ = make_data(n_eval, 0)
+    _, big = make_data(400_000, 0)  # same generator and seed: the same per-SCG descriptor means
+    population = fast(train, big, 0).per_scg["error"].to_numpy()
+    intervals = {"percentile": [], "bca": []}
+    truths, estimates = [], []
+    for r in range(reps):
+        _, evaluation = _resplit(n_eval, r)
+        for method in intervals:
+            res = fast(train, evaluation, n_boot, seed=r, ci_method=method)
+            intervals[method].append((res.ci_low, res.ci_high))
+        valid = res.per_scg["valid"].to_numpy()
+        truths.append(abs(spearmanr(res.per_scg["coverage"].to_numpy()[valid], population[valid]).statistic))
+        estimates.append(res.cdi)
+    targets = {"(a) population-error CDI": np.array(truths), "(b) mean CDI at this size": np.mean(estimates)}
+    print(f"calib  {reps} evaluation splits of {n_eval}: CDI mean {np.mean(estimates):.3f} (sd {np.std(estimates):.3f}); "
+          f"population-error CDI mean {np.mean(truths):.3f}")
+    for method, iv in intervals.items():
+        iv = np.array(iv)
+        for name, target in targets.items():
+            k = int(np.sum((iv[:, 0] <= target) & (target <= iv[:, 1])))
+            ci = binomtest(k, reps).proportion_ci(method="wilson")
+            print(f"calib  {method:10s} 95% CI covers {name}: {k}/{reps} = {k / reps:.2f} "
+                  f"[Wilson {ci.low:.2f}, {ci.high:.2f}]; mean width {np.mean(iv[:, 1] - iv[:, 0]):.3f}")
+
+
+def _resplit(n_eval: int, r: int):
+    """A fresh evaluation split from the same data-generating process (generator seed 0, draw r)."""
+    _, (y, s, a, pred) = make_data(n_eval * (r + 2), 0)
+    return None, (y[-n_eval:], s[-n_eval:], a[-n_eval:], pred[-n_eval:])
 
 
 # --------------------------------------------------------------------------- slow pandas reference
@@ -132,6 +204,8 @@ def main(argv=None) -> int:
     parser.add_argument("--slow-repeats", type=int, default=3)
     parser.add_argument("--slow-boot-reps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paired-n", type=int, default=10_000)
+    parser.add_argument("--calibration", type=int, default=0, help="replicates of the CI coverage study (0: skip)")
     args = parser.parse_args(argv)
 
     train, evaluation = make_data(args.n, args.seed)
@@ -179,6 +253,10 @@ def main(argv=None) -> int:
           f"ratio >= 50x: {'yes' if slow_wall / f_wall >= 50 else 'no'}")
     print(f"note   slow bootstrap CDI of its {len(boot)} resamples: mean {np.mean(boot):.4f} "
           f"(fast bootstrap mean {np.nanmean(res.boot):.4f})")
+    if args.paired_n:
+        bench_paired(args.paired_n)
+    if args.calibration:
+        calibration(args.calibration)
     return 0 if ok else 1
 
 

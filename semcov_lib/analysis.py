@@ -42,7 +42,7 @@ def load_model(config: TrainConfig, root: str | Path | None = None) -> Method:
 
 def per_scg_errors(config: TrainConfig, split: str = "test", root: str | Path | None = None, n_boot: int = 0):
     """The CDI result (with its per-SCG table) of a finished run, from its saved predictions."""
-    from semcov_lib.cdi import compute_cdi
+    from semcov_lib.cdi import Resampling, SCGReference, compute_cdi
 
     data = prepare_data(config)
     part = data.splits[split]
@@ -50,8 +50,12 @@ def per_scg_errors(config: TrainConfig, split: str = "test", root: str | Path | 
     if list(preds["sample_id"].astype(str)) != part.sample_ids:
         raise ValueError(f"predictions of {config.method} seed {config.seed} do not match the {split} split")
     probs = preds[[f"prob_{c}" for c in data.info.classes]].to_numpy()
-    return compute_cdi(data.info.coverage, part.y.numpy(), preds["pred"].to_numpy(), part.subgroup.numpy(),
-                       part.scores, probs=probs, min_weight=config.min_weight, n_boot=n_boot, seed=config.seed)
+    info = data.info
+    reference = SCGReference(coverage=info.coverage, group_counts=info.group_counts, class_counts=info.class_counts,
+                             classes=info.classes, descriptors=info.descriptors, subgroups=info.subgroups,
+                             min_weight=config.min_weight)
+    return compute_cdi(reference, part.y.numpy(), preds["pred"].to_numpy(), part.subgroup.numpy(), part.scores,
+                       probs=probs, resampling=Resampling(n_boot=n_boot, n_perm=0, seed=config.seed))
 
 
 def calibration(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.stats import false_discovery_control
 from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -481,18 +482,69 @@ def permutation_test(
     p = (1 + #{null >= observed}) / (1 + n_perm).
     """
     a = check_scores(scores)
+    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), n_perm, seed,
+                                       (mode, tau, thresholds), within_subgroup, max_block, across_class_variance)
+    valid = np.isfinite(null)
+    p = (1.0 + np.sum(null[valid] >= observed * (1 - 1e-12))) / (1.0 + valid.sum()) if np.isfinite(observed) else np.nan
+    return PermutationResult(float(observed), null, float(p), int(n_perm), bool(within_subgroup))
+
+
+def across_class_variance_by_descriptor(coverage: np.ndarray) -> np.ndarray:
+    """:func:`across_class_variance` of each descriptor alone (mean over subgroups), (..., K)."""
+    cov = np.asarray(coverage, dtype=np.float64)
+    return np.stack([across_class_variance(cov[..., k:k + 1, :]) for k in range(cov.shape[-2])], axis=-1)
+
+
+def descriptor_permutation_tests(
+    labels: np.ndarray,
+    subgroups: np.ndarray | None,
+    scores: np.ndarray,
+    n_classes: int,
+    n_subgroups: int = 1,
+    n_perm: int = 1000,
+    seed: int = 0,
+    mode: str = "soft",
+    descriptors: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One label-permutation test per descriptor, with Benjamini-Hochberg adjusted p-values.
+
+    Statistic of descriptor k: across-class variance of its coverage (mean over subgroups); null
+    from the same label permutations (within subgroups) for every descriptor. Columns:
+    descriptor, statistic, null_mean, p_value, q_value (BH, ``scipy.stats.false_discovery_control``),
+    significant (q < 0.05).
+    """
+    a = check_scores(scores)
+    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), n_perm, seed,
+                                       (mode, 0.5, None), True, 4_000_000, across_class_variance_by_descriptor)
+    with np.errstate(invalid="ignore"):
+        exceed = np.where(np.isfinite(null), null >= observed[None, :] * (1 - 1e-12), False).sum(axis=0)
+    n_ok = np.isfinite(null).sum(axis=0)
+    p = np.where(np.isfinite(observed), (1.0 + exceed) / (1.0 + n_ok), np.nan)
+    q = np.full_like(p, np.nan)
+    if np.isfinite(p).any():
+        q[np.isfinite(p)] = false_discovery_control(p[np.isfinite(p)], method="bh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        null_mean = np.nanmean(null, axis=0)
+    return pd.DataFrame({"descriptor": _names(descriptors, a.shape[1], "descriptors"), "statistic": observed,
+                         "null_mean": null_mean, "p_value": p, "q_value": q, "significant": q < 0.05})
+
+
+def _permutation_null(labels, subgroups, a, shape, n_perm, seed, membership_args, within_subgroup, max_block,
+                      statistic):
+    """(statistic of the coverage, statistics of ``n_perm`` label-permuted coverages)."""
+    n_classes, n_subgroups = shape
     labels = check_labels(labels, n_classes)
     _check_lengths(labels, a)
     subgroups = check_subgroups(subgroups, len(labels), n_subgroups)
-    observed = float(across_class_variance(
-        coverage_array(labels, subgroups, a, n_classes, n_subgroups, mode, tau, thresholds)))
-    phi = membership(a, mode, tau, thresholds)
+    observed = statistic(coverage_array(labels, subgroups, a, n_classes, n_subgroups, *membership_args))
+    phi = membership(a, *membership_args)
     obs = ~np.isnan(phi)
     values = np.concatenate([np.where(obs, phi, 0.0), obs], axis=1)
     k = a.shape[1]
     strata = subgroups if within_subgroup else np.zeros_like(subgroups)
     rng = np.random.default_rng(seed)
-    null = np.empty(n_perm)
+    null = np.empty((n_perm,) + np.shape(observed))
     # Sort by (stratum, class): a permutation shuffles a stratum's rows into its fixed class
     # blocks, so the per-(replicate, cell) sums are one sparse assignment matrix times the rows.
     order = np.lexsort((labels, strata))
@@ -528,10 +580,8 @@ def permutation_test(
         cnt = cells_to_tks(sums[..., k:], n_classes, n_subgroups)
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = np.where(cnt > 0, sup / np.maximum(cnt, 1), np.nan)
-        null[b0:b1] = across_class_variance(cov)
-    valid = np.isfinite(null)
-    p = (1.0 + np.sum(null[valid] >= observed * (1 - 1e-12))) / (1.0 + valid.sum()) if np.isfinite(observed) else np.nan
-    return PermutationResult(observed, null, float(p), int(n_perm), bool(within_subgroup))
+        null[b0:b1] = statistic(cov)
+    return observed, null
 
 
 def bootstrap_coverage_ci(
@@ -587,12 +637,14 @@ __all__ = [
     "bootstrap_coverage_ci",
     "cell_index",
     "cell_sums",
+    "across_class_variance_by_descriptor",
     "cells_to_tks",
     "check_labels",
     "check_scores",
     "check_subgroups",
     "coverage_array",
     "coverage_table",
+    "descriptor_permutation_tests",
     "group_counts",
     "median_thresholds",
     "membership",

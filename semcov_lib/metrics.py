@@ -14,10 +14,11 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -30,6 +31,9 @@ from sklearn.metrics import (
 )
 
 from semcov_lib.coverage import CoverageError, check_labels
+
+if TYPE_CHECKING:  # pragma: no cover
+    from semcov_lib.cdi import CDIResult, Resampling, SCGReference
 
 SHOT_MANY, SHOT_FEW = 100, 20
 SHOT_REFERENCE_MAX = 1280  # largest class of ImageNet-LT, where the 100/20 thresholds come from
@@ -182,23 +186,82 @@ def ece(y: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
 
 
 # --------------------------------------------------------------------------- groups
-def group_accuracy(y: np.ndarray, pred: np.ndarray, subgroups: np.ndarray | None) -> pd.DataFrame:
-    """Accuracy per (class, subgroup) group with at least one sample: class, subgroup, n, accuracy."""
+def wilson_interval(successes: int | np.ndarray, n: int | np.ndarray, confidence: float = 0.95):
+    """Wilson score interval of a binomial proportion k / n (NaN where n = 0).
+
+    centre = (k + z^2/2) / (n + z^2), half-width = z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2).
+    """
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    low, high = np.where(n > 0, centre - half, np.nan), np.where(n > 0, centre + half, np.nan)
+    return (float(low), float(high)) if low.ndim == 0 else (low, high)
+
+
+def group_accuracy(y: np.ndarray, pred: np.ndarray, subgroups: np.ndarray | None,
+                   classes: Sequence[str] | None = None, subgroup_levels: Sequence[str] | None = None,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """Accuracy per (class, subgroup) group with at least one sample, with its Wilson CI.
+
+    Columns: class, subgroup (indices), group (``"class / subgroup"`` with names when given), n,
+    correct, accuracy, ci_low, ci_high; sorted by (class, subgroup).
+    """
     y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred)
     s = np.zeros_like(y) if subgroups is None else np.asarray(subgroups, dtype=np.int64)
     frame = pd.DataFrame({"class": y, "subgroup": s, "correct": (pred == y).astype(float)})
-    out = frame.groupby(["class", "subgroup"], sort=True)["correct"].agg(["size", "mean"]).reset_index()
-    return out.rename(columns={"size": "n", "mean": "accuracy"})
+    out = frame.groupby(["class", "subgroup"], sort=True)["correct"].agg(["size", "sum"]).reset_index()
+    out = out.rename(columns={"size": "n", "sum": "correct"})
+    out["accuracy"] = out["correct"] / out["n"]
+    out["ci_low"], out["ci_high"] = wilson_interval(out["correct"].to_numpy(), out["n"].to_numpy(), confidence)
+    cname = (lambda c: str(classes[c])) if classes is not None else str
+    sname = (lambda g: str(subgroup_levels[g])) if subgroup_levels is not None else str
+    out.insert(2, "group", [f"{cname(c)} / {sname(g)}" for c, g in zip(out["class"], out["subgroup"])])
+    return out
+
+
+def worst_group(y: np.ndarray, pred: np.ndarray, subgroups: np.ndarray | None, min_count: int = 30,
+                classes: Sequence[str] | None = None, subgroup_levels: Sequence[str] | None = None) -> dict:
+    """Lowest-accuracy (class, subgroup) group among those with >= ``min_count`` samples.
+
+    Keys: worst_group_accuracy, worst_group (name), worst_group_n, worst_group_ci_low/high (Wilson
+    95%), worst_group_candidates (groups that were large enough). NaN / "" when none is.
+    """
+    groups = group_accuracy(y, pred, subgroups, classes, subgroup_levels)
+    groups = groups[groups["n"] >= min_count]
+    if groups.empty:
+        _warn(f"worst-group accuracy: no (class, subgroup) group has >= {min_count} samples; value is NaN")
+        return {"worst_group_accuracy": float("nan"), "worst_group": "", "worst_group_n": 0,
+                "worst_group_ci_low": float("nan"), "worst_group_ci_high": float("nan"),
+                "worst_group_candidates": 0}
+    row = groups.sort_values(["accuracy", "n"], kind="stable").iloc[0]  # ties: the smaller group
+    return {"worst_group_accuracy": float(row["accuracy"]), "worst_group": row["group"],
+            "worst_group_n": int(row["n"]), "worst_group_ci_low": float(row["ci_low"]),
+            "worst_group_ci_high": float(row["ci_high"]), "worst_group_candidates": int(len(groups))}
 
 
 def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, subgroups: np.ndarray | None, min_count: int = 1) -> float:
     """Lowest accuracy over (class, subgroup) groups holding at least ``min_count`` samples."""
-    groups = group_accuracy(y, pred, subgroups)
-    groups = groups[groups["n"] >= min_count]
-    if groups.empty:
-        _warn(f"worst-group accuracy: no group has >= {min_count} samples; value is NaN")
-        return float("nan")
-    return float(groups["accuracy"].min())
+    return worst_group(y, pred, subgroups, min_count)["worst_group_accuracy"]
+
+
+def per_class_recall(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Recall of each class (NaN for a class absent from ``y``), (T,)."""
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred)
+    n = np.bincount(y, minlength=n_classes)
+    hits = np.bincount(y, weights=(pred == y).astype(float), minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
+
+
+def worst_class(y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict:
+    """Lowest per-class recall among the classes present: worst_class_accuracy, worst_class."""
+    recall = per_class_recall(y, pred, len(classes))
+    if not np.isfinite(recall).any():
+        return {"worst_class_accuracy": float("nan"), "worst_class": ""}
+    c = int(np.nanargmin(recall))
+    return {"worst_class_accuracy": float(recall[c]), "worst_class": str(classes[c])}
 
 
 def shot_thresholds(train_class_counts: np.ndarray, many: float = SHOT_MANY, few: float = SHOT_FEW,
@@ -302,32 +365,35 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, threshold: float = 0.5
 
 
 # --------------------------------------------------------------------------- everything
-def evaluate(
+COUNT_KEYS = ("n_valid_scgs", "n_scgs", "n_removed_coverage", "n_removed_train_n", "n_removed_weight",
+              "n_within_classes", "worst_group_n", "worst_group_candidates", "n_samples")
+TEXT_KEYS = ("worst_group", "worst_class")
+
+
+def evaluate_split(
     y: np.ndarray,
     probs: np.ndarray,
     subgroups: np.ndarray | None,
     scores: np.ndarray,
-    train_coverage: np.ndarray,
-    train_class_counts: np.ndarray,
-    classes: Sequence[str],
-    n_boot: int = 1000,
-    seed: int = 0,
-    min_weight: float = 5,
-    mode: str = "soft",
-    error: str = "hard",
+    reference: "SCGReference",
+    resampling: "Resampling | None" = None,
     shot_scale: float | str = 1.0,
-    min_group_count: int = 5,
-) -> dict:
-    """Every classification metric and the CDI family as one flat dict of floats (and ints).
+) -> tuple[dict, "CDIResult"]:
+    """Every metric as one flat dict (floats, counts, names), and the CDI result behind it.
 
-    Keys: accuracy, balanced_accuracy, macro_f1, auroc, sens_at_95spec, ece, worst_group_accuracy,
-    cdi, cdi_ci_low, cdi_ci_high, cdi_signed_rho, cdi_pearson_log, cdi_weighted, n_valid_scgs,
-    tail_error, middle_error, head_error, head_accuracy, medium_accuracy, tail_accuracy, and
-    sens_at_95spec_mel when a class is named MEL. NaN stays NaN (JSON conversion is the caller's).
+    ``reference`` is the training :class:`~semcov_lib.cdi.SCGReference` (coverage, counts, names,
+    rules). Keys: accuracy, balanced_accuracy, macro_f1, auroc, sens_at_95spec, ece;
+    worst_group_accuracy, worst_group, worst_group_n, worst_group_ci_low/high (groups with >=
+    ``reference.min_group_n`` samples, Wilson 95% CI), worst_class_accuracy, worst_class; cdi,
+    cdi_ci_low, cdi_ci_high, cdi_signed_rho, cdi_pearson_log, cdi_weighted, cdi_within,
+    cdi_within_signed, cdi_within_ci_low/high, cdi_p, cdi_within_p; n_valid_scgs, n_scgs,
+    n_removed_coverage, n_removed_train_n, n_removed_weight, n_within_classes; tail_error,
+    middle_error, head_error; head/medium/tail_accuracy; sens_at_95spec_mel when a class is named
+    MEL. NaN stays NaN (JSON conversion is the caller's).
     """
     from semcov_lib.cdi import compute_cdi
 
-    classes = [str(c) for c in classes]
+    classes = list(reference.classes)
     p = _probs(probs)
     if p.shape[1] != len(classes):
         raise CoverageError(f"probs have {p.shape[1]} columns for {len(classes)} classes")
@@ -337,27 +403,46 @@ def evaluate(
     pred = p.argmax(axis=1)
     T = len(classes)
     out = {
+        "n_samples": len(y),
         "accuracy": accuracy(y, pred),
         "balanced_accuracy": balanced_accuracy(y, pred, T),
         "macro_f1": macro_f1(y, pred, T),
         "auroc": auroc(y, p),
         "sens_at_95spec": sens_at_95spec(y, p),
         "ece": ece(y, p),
-        # groups smaller than the CDI's m would make the worst group a coin flip on 1-2 images
-        "worst_group_accuracy": worst_group_accuracy(y, pred, subgroups, min_count=min_group_count),
+        **worst_group(y, pred, subgroups, reference.min_group_n, classes, reference.subgroups),
+        **worst_class(y, pred, classes),
     }
     mel = [i for i, c in enumerate(classes) if c.upper() == "MEL"]
     if mel:
         out["sens_at_95spec_mel"] = class_sens_at_spec(y, p, mel[0])
-    res = compute_cdi(train_coverage, y, pred, subgroups, scores, probs=p, min_weight=min_weight, error=error,
-                      n_boot=n_boot, seed=seed, mode=mode)
+    res = compute_cdi(reference, y, pred, subgroups, scores, probs=p, resampling=resampling)
     out.update({
         "cdi": res.cdi, "cdi_ci_low": res.ci_low, "cdi_ci_high": res.ci_high, "cdi_signed_rho": res.signed_rho,
-        "cdi_pearson_log": res.pearson_log, "cdi_weighted": res.weighted, "n_valid_scgs": int(res.n_valid),
+        "cdi_pearson_log": res.pearson_log, "cdi_weighted": res.weighted, "cdi_within": res.cdi_within,
+        "cdi_within_signed": res.cdi_within_signed, "cdi_within_ci_low": res.within_ci_low,
+        "cdi_within_ci_high": res.within_ci_high, "cdi_p": res.cdi_p, "cdi_within_p": res.cdi_within_p,
+        "n_valid_scgs": res.n_valid, "n_scgs": res.n_scgs, "n_removed_coverage": res.n_removed_coverage,
+        "n_removed_train_n": res.n_removed_train_n, "n_removed_weight": res.n_removed_weight,
+        "n_within_classes": res.n_within_classes,
     })
     out.update(stratum_errors(res.per_scg))
-    out.update(shot_accuracy(y, pred, train_class_counts, scale=shot_scale))
-    return {k: (float(v) if k != "n_valid_scgs" else v) for k, v in out.items()}
+    if reference.class_counts is not None:
+        out.update(shot_accuracy(y, pred, reference.class_counts, scale=shot_scale))
+    return {k: (int(v) if k in COUNT_KEYS else v if k in TEXT_KEYS else float(v)) for k, v in out.items()}, res
+
+
+def evaluate(
+    y: np.ndarray,
+    probs: np.ndarray,
+    subgroups: np.ndarray | None,
+    scores: np.ndarray,
+    reference: "SCGReference",
+    resampling: "Resampling | None" = None,
+    shot_scale: float | str = 1.0,
+) -> dict:
+    """Every classification metric and the CDI family as one flat dict (see :func:`evaluate_split`)."""
+    return evaluate_split(y, probs, subgroups, scores, reference, resampling, shot_scale)[0]
 
 
 __all__ = [
@@ -368,7 +453,9 @@ __all__ = [
     "class_sens_at_spec",
     "ece",
     "evaluate",
+    "evaluate_split",
     "group_accuracy",
+    "per_class_recall",
     "macro_f1",
     "multilabel_metrics",
     "reliability_data",
@@ -378,5 +465,8 @@ __all__ = [
     "shot_groups",
     "shot_thresholds",
     "stratum_errors",
+    "wilson_interval",
+    "worst_class",
+    "worst_group",
     "worst_group_accuracy",
 ]

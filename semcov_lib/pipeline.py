@@ -1,81 +1,152 @@
 """``make paper-figures``: execute the notebooks in order with papermill.
 
 Each notebook gets the parameters of ``notebooks/params/<profile>.yaml`` (only the keys its
-``parameters`` cell declares) and is stored executed in ``reports/executed/``. A failing
+``parameters`` cell declares) and is stored executed in ``reports/executed/<profile>/``, so a
+smoke run never overwrites the default's. Progress is printed per notebook with the elapsed
+time, and ``reports/tables/pipeline_timing.csv`` records (profile, notebook, seconds). A failing
 notebook stops the pipeline with the notebook and cell that failed.
+
+The README's results section is not touched here: ``make readme-results`` (``--readme-results``)
+splices the Markdown that the last notebook writes (``tables/readme_results.md``) into README.md
+between ``<!-- results:start -->`` and ``<!-- results:end -->``, as an explicit step.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from semcov_lib.config import load_yaml
-from semcov_lib.paths import REPO_ROOT, REPORTS_DIR
+from semcov_lib.paths import REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
+from semcov_lib.runs import write_text_atomic
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOK_DIR / "params"
+README = REPO_ROOT / "README.md"
+README_RESULTS = "readme_results.md"
+TIMING_TABLE = "pipeline_timing.csv"
+
+
+def profiles() -> list[str]:
+    """The profile names: one ``notebooks/params/<name>.yaml`` each."""
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def profile_params(profile: str) -> dict:
+    """The parameters of a profile, or SystemExit with one line naming the valid profiles."""
+    if profile not in profiles():
+        raise SystemExit(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles())} "
+                         f"(files in {PARAMS_DIR.relative_to(REPO_ROOT)}/)")
+    return load_yaml(PARAMS_DIR / f"{profile}.yaml")
 
 
 def notebook_parameters(path: Path) -> set[str]:
-    """Names assigned in the cell tagged ``parameters``."""
-    import ast
-
+    """Names assigned in the cell tagged ``parameters`` (plain or annotated assignments)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                    if isinstance(t, ast.Name)}
+            names = set()
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            return names
     return set()
 
 
-def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | None = None) -> list[Path]:
-    """Execute ``notebooks/[0-9][0-9]_*.ipynb`` in order with the profile's parameters."""
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+
+
+def _execute(nb: Path, target: Path, given: dict) -> None:
     import papermill as pm
 
-    params = load_yaml(PARAMS_DIR / f"{profile}.yaml")
-    params["jobs"] = jobs
-    out_dir = REPORTS_DIR / "executed"
+    try:
+        pm.execute_notebook(str(nb), str(target), parameters=given, kernel_name="python3",
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, shutdown_kernel="immediate")
+    except pm.PapermillExecutionError as exc:
+        raise SystemExit(f"{nb.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+                         f"the executed copy with the traceback is {target}") from None
+
+
+def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | None = None) -> pd.DataFrame:
+    """Execute ``notebooks/[0-9][0-9]_*.ipynb`` in order; returns the timing table it also writes."""
+    params = dict(profile_params(profile), jobs=jobs)
+    out_dir = REPORTS_DIR / "executed" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
-    written = []
     os.environ.setdefault("TQDM_DISABLE", "1")
-    for nb in notebooks:
-        declared = notebook_parameters(nb)
-        given = {k: v for k, v in params.items() if k in declared}
-        target = out_dir / nb.name
-        start = time.perf_counter()
-        print(f"[{profile}] {nb.name} ...", flush=True)
-        try:
-            pm.execute_notebook(str(nb), str(target), parameters=given, kernel_name="python3",
-                                cwd=str(NOTEBOOK_DIR), progress_bar=False, shutdown_kernel="immediate")
-        except pm.PapermillExecutionError as exc:
-            raise SystemExit(
-                f"{nb.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
-                f"the executed copy with the traceback is {target}"
-            ) from None
-        print(f"[{profile}] {nb.name} done in {time.perf_counter() - start:.0f} s", flush=True)
-        written.append(target)
-    return written
+    rows, start = [], time.perf_counter()
+    try:
+        for i, nb in enumerate(notebooks, 1):
+            given = {k: v for k, v in params.items() if k in notebook_parameters(nb)}
+            print(f"[{profile} {i}/{len(notebooks)}] {nb.name} ...", flush=True)
+            t0 = time.perf_counter()
+            _execute(nb, out_dir / nb.name, given)
+            rows.append({"profile": profile, "notebook": nb.name, "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"[{profile} {i}/{len(notebooks)}] {nb.name} done in {_duration(rows[-1]['seconds'])} "
+                  f"(elapsed {_duration(time.perf_counter() - start)})", flush=True)
+    finally:
+        timing = pd.DataFrame(rows, columns=["profile", "notebook", "seconds"])
+        write_timing(timing, profile)
+    return timing
+
+
+def write_timing(timing: pd.DataFrame, profile: str) -> Path:
+    """Write the timing table under the profile's tables folder (``reports/tables`` for default)."""
+    folder = report_root(str(profile_params(profile).get("output_subdir", "") or "")) / "tables"
+    return write_text_atomic(folder / TIMING_TABLE, timing.to_csv(index=False))
+
+
+def splice_section(text: str, body: str, marker: str = "results") -> str:
+    """``text`` with everything between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` replaced."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one '{start}' followed by one '{end}' line; add them where the results go")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body.strip()}\n{end}{tail}"
+
+
+def update_readme_results(source: str | Path = TABLES_DIR / README_RESULTS, readme: str | Path = README) -> Path:
+    """Splice ``source`` (Markdown written by the last notebook) into the README's results section."""
+    source, readme = Path(source), Path(readme)
+    if not source.is_file():
+        raise SystemExit(f"{source} does not exist; run `make paper-figures` first (the last notebook writes it)")
+    try:
+        text = splice_section(readme.read_text(), source.read_text())
+    except ValueError as exc:
+        raise SystemExit(f"{readme}: {exc}") from None
+    return write_text_atomic(readme, text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", help="parameter file notebooks/params/<profile>.yaml")
+    parser.add_argument("--profile", default="default",
+                        help=f"parameter file notebooks/params/<profile>.yaml ({', '.join(profiles())})")
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 03")
+    parser.add_argument("--readme-results", action="store_true",
+                        help="only splice the profile's tables/readme_results.md into README.md, then exit")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    run_notebooks(args.profile, args.jobs, args.only)
-    print(f"paper-figures ({args.profile}) finished in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.readme_results:
+        subdir = str(profile_params(args.profile).get("output_subdir", "") or "")
+        path = update_readme_results(report_root(subdir) / "tables" / README_RESULTS)
+        print(f"updated the results section of {path}", flush=True)
+        return 0
+    timing = run_notebooks(args.profile, args.jobs, args.only)
+    print(timing.to_string(index=False), flush=True)
+    print(f"paper-figures ({args.profile}) finished in {_duration(timing['seconds'].sum())}", flush=True)
     return 0
 
 

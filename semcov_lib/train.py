@@ -656,32 +656,45 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
 
 def _evaluate_and_write(model: Method, data: PreparedData, config: TrainConfig, run_dir: Path,
                         device: torch.device) -> dict[str, Any]:
-    """Predict every evaluation split, write predictions, compute metrics (test + stress)."""
-    from semcov_lib.metrics import evaluate
+    """Predict every evaluation split; write its predictions, per-SCG table, the reference, metrics.
 
-    info, results = data.info, {}
-    for name in ("test", "stress", "val"):
+    Files: ``reference.json`` (the training reference that recomputes any CDI from predictions),
+    and per split present among test, stress, val, val_stress: ``predictions_<split>.csv``
+    (sample_id, label, pred, subgroup, prob_<class>, score_<descriptor>) and ``per_scg_<split>.csv``.
+    Returns the test metrics with the other splits as sub-objects ``stress``, ``val``, ``val_stress``.
+    """
+    from semcov_lib.cdi import Resampling, SCGReference
+    from semcov_lib.metrics import evaluate_split
+
+    info = data.info
+    # The training reference (coverage, (class, subgroup) counts, class counts) comes from data.info.
+    reference = SCGReference(coverage=info.coverage, group_counts=info.group_counts, class_counts=info.class_counts,
+                             classes=info.classes, descriptors=info.descriptors, subgroups=info.subgroups,
+                             min_weight=config.min_weight, min_train_n=getattr(config, "min_train_n", 10),
+                             min_group_n=getattr(config, "min_group_n", 30))
+    write_json_atomic(run_dir / "reference.json", reference.to_dict())
+    resampling = Resampling(n_boot=config.n_boot, seed=config.seed)
+    per_scg_columns = ["class", "descriptor", "subgroup", "coverage", "n_cs", "weight", "error", "stratum", "valid"]
+    results = {}
+    for name in ("test", "stress", "val", "val_stress"):
         split = data.splits.get(name)
         if split is None:
             continue
         probs = predict_probs(model, split, device)
-        pred = probs.argmax(1)
-        frame = pd.DataFrame({"sample_id": split.sample_ids, "label": split.y.numpy(), "pred": pred,
-                              "subgroup": [info.subgroups[g] for g in split.subgroup.numpy()]})
-        prob_cols = pd.DataFrame(probs, columns=[f"prob_{c}" for c in info.classes])
-        write_csv_atomic(run_dir / f"predictions_{name}.csv", pd.concat([frame, prob_cols], axis=1))
-        if name == "val":
-            continue
+        frame = pd.concat([
+            pd.DataFrame({"sample_id": split.sample_ids, "label": split.y.numpy(), "pred": probs.argmax(1),
+                          "subgroup": [info.subgroups[g] for g in split.subgroup.numpy()]}),
+            pd.DataFrame(probs, columns=[f"prob_{c}" for c in info.classes]),
+            pd.DataFrame(split.scores, columns=[f"score_{d}" for d in info.descriptors]),
+        ], axis=1)
+        write_csv_atomic(run_dir / f"predictions_{name}.csv", frame)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            results[name] = evaluate(
-                split.y.numpy(), probs, split.subgroup.numpy(), split.scores, info.coverage, info.class_counts,
-                info.classes, n_boot=config.n_boot, seed=config.seed, min_weight=config.min_weight,
-                shot_scale=config.shot_scale, min_group_count=int(config.min_weight),
-            )
+            results[name], cdi = evaluate_split(split.y.numpy(), probs, split.subgroup.numpy(), split.scores,
+                                                reference, resampling, config.shot_scale)
+        write_csv_atomic(run_dir / f"per_scg_{name}.csv", cdi.per_scg[per_scg_columns])
     metrics = dict(results["test"])
-    if "stress" in results:
-        metrics["stress"] = results["stress"]
+    metrics.update({name: results[name] for name in ("stress", "val", "val_stress") if name in results})
     return json_ready(metrics)
 
 

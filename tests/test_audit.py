@@ -12,10 +12,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from semcov_lib.audit import AuditError, audit_table  # noqa: E402
-from semcov_lib.cdi import compute_cdi  # noqa: E402
+from semcov_lib.audit import AuditColumns, AuditError, audit_table  # noqa: E402
+from semcov_lib.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
 from semcov_lib.cli import main  # noqa: E402
 from semcov_lib.coverage import coverage_array  # noqa: E402
+
+COLUMNS = AuditColumns(id="img", label="dx", descriptors=("hair", "ruler", "blue"))
 
 DESCRIPTORS = ["hair", "ruler", "blue"]
 CLASSES = ["BCC", "MEL", "NV"]  # sorted order used by the audit
@@ -64,11 +66,14 @@ def test_cli_end_to_end_matches_compute_cdi(tmp_path):
         assert key in summary
     train, test = frame["part"].to_numpy() == "train", frame["part"].to_numpy() == "test"
     cov = coverage_array(y[train], tone[train], a[train], 3, 2)
-    ref = compute_cdi(cov, y[test], pred[test], tone[test], a[test], n_boot=100, seed=0)
+    reference = SCGReference.from_training(y[train], tone[train], a[train], CLASSES, DESCRIPTORS, ["dark", "light"])
+    ref = compute_cdi(reference, y[test], pred[test], tone[test], a[test],
+                      resampling=Resampling(n_boot=100, n_perm=50, seed=0))
     assert summary["cdi"] == pytest.approx(ref.cdi)
     assert summary["cdi_ci_low"] == pytest.approx(ref.ci_low)
     assert summary["cdi_signed_rho"] == pytest.approx(ref.signed_rho)
     assert summary["n_valid_scgs"] == ref.n_valid
+    assert summary["cdi_within"] == pytest.approx(ref.cdi_within) and summary["cdi_p"] == pytest.approx(ref.cdi_p)
     assert summary["n_samples"] == len(frame) and summary["n_scgs"] == 18
     cov_csv = pd.read_csv(out / "coverage.csv")
     np.testing.assert_allclose(cov_csv["coverage"], cov.ravel(), equal_nan=True)
@@ -94,7 +99,7 @@ def test_parquet_and_library_call(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet")
     assert main(["audit", "--table", str(tmp_path / "t.parquet"), "--id", "img", "--label", "dx", "--descriptors",
                  "hair,ruler,blue", "--n-perm", "20", "--no-figures", "--out", str(tmp_path / "pq")]) == 0
-    res = audit_table(frame, "img", "dx", DESCRIPTORS, predictions=preds, n_boot=0, n_perm=10)
+    res = audit_table(frame, COLUMNS, preds, resampling=Resampling(n_boot=0, n_perm=10))
     assert res["classes"] == CLASSES and res["cdi"] is not None
     assert res["summary"]["n_valid_scgs"] == res["cdi"].n_valid
 
@@ -121,9 +126,60 @@ def test_clear_errors(tmp_path, capsys, change, message):
 def test_unknown_split_value_and_library_errors():
     frame, preds, _ = synthetic(n=60, seed=4)
     with pytest.raises(AuditError, match="no rows with value 'holdout'"):
-        audit_table(frame, "img", "dx", DESCRIPTORS, split_col="part", eval_split="holdout", n_perm=5)
+        audit_table(frame, AuditColumns("img", "dx", tuple(DESCRIPTORS), split="part", eval_split="holdout"),
+                    resampling=Resampling(n_perm=5))
     bad = frame.copy()
     bad["hair"] = bad["hair"].astype(object)
     bad.loc[3, "hair"] = "high"
     with pytest.raises(AuditError, match="non-numeric 'high'"):
-        audit_table(bad, "img", "dx", DESCRIPTORS, n_perm=5)
+        audit_table(bad, COLUMNS, resampling=Resampling(n_perm=5))
+
+
+def test_classes_option_descriptor_tests_groups_and_recall(tmp_path):
+    frame, preds, (y, tone, a, pred) = synthetic(n=600, seed=5)
+    preds.loc[:4, "pred"] = "SCC"  # a class without rows in the table
+    assert run_cli(tmp_path, frame, preds, ["--no-figures"]) == 2  # not among the table's labels
+    extra = ["--no-figures", "--classes", "BCC,MEL,NV,SCC", "--subgroup", "tone", "--split", "part"]
+    assert run_cli(tmp_path, frame, preds, extra) == 0
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_classes"] == 4
+    tests = pd.read_csv(out / "descriptor_tests.csv")
+    assert list(tests["descriptor"]) == DESCRIPTORS
+    # BH: q = min over j >= i of p_(j) * m / j, in p order
+    p = tests["p_value"].to_numpy()
+    order = np.argsort(p)
+    q = np.minimum.accumulate((p[order] * 3 / np.arange(1, 4))[::-1])[::-1]
+    np.testing.assert_allclose(tests["q_value"].to_numpy()[order], np.minimum(q, 1))
+    assert tests["p_value"].min() < 0.05  # coverage depends on the class by construction
+    groups = pd.read_csv(out / "group_accuracy.csv")
+    test = frame["part"].to_numpy() == "test"
+    pred_idx = np.array([["BCC", "MEL", "NV", "SCC"].index(v) for v in preds["pred"]])
+    for _, row in groups.iterrows():
+        m = test & (y == row["class"]) & (tone == row["subgroup"])
+        assert row["n"] == m.sum() and row["accuracy"] == pytest.approx(np.mean(pred_idx[m] == y[m]))
+        assert row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+    recall = pd.read_csv(out / "class_recall.csv")
+    assert list(recall["class"]) == ["BCC", "MEL", "NV", "SCC"] and recall.loc[3, "n_eval"] == 0
+    for key in ("worst_group", "worst_group_n", "worst_group_ci_low", "worst_class", "tail_recall", "cdi_within",
+                "cdi_within_p", "n_removed_train_n", "n_removed_weight"):
+        assert key in summary
+    with pytest.raises(AuditError, match=r"not in --classes"):
+        audit_table(frame, AuditColumns("img", "dx", tuple(DESCRIPTORS), classes=("BCC", "MEL")),
+                    resampling=Resampling(n_perm=5))
+
+
+def test_header_only_table_and_stale_outputs(tmp_path, capsys):
+    frame, preds, _ = synthetic(n=200, seed=6)
+    assert run_cli(tmp_path, frame.iloc[:0], None, ["--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no rows" in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, frame, preds, []) == 0
+    assert (out / "per_scg_error.csv").is_file() and (out / "coverage_vs_error.png").is_file()
+    (out / "my_notes.txt").write_text("keep me")
+    assert run_cli(tmp_path, frame, None, ["--no-figures"]) == 0  # same --out, no predictions, no figures
+    left = {p.name for p in out.iterdir()}
+    assert not left & {"per_scg_error.csv", "group_accuracy.csv", "class_recall.csv", "coverage_vs_error.png",
+                       "coverage_heatmap.pdf"}
+    assert "my_notes.txt" in left and json.loads((out / "summary.json").read_text())["has_predictions"] is False

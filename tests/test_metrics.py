@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -19,8 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from semcov_lib.cdi import compute_cdi
-from semcov_lib.coverage import coverage_array
+from semcov_lib.cdi import Resampling, SCGReference, compute_cdi
 from semcov_lib.metrics import (
     MetricWarning,
     accuracy,
@@ -39,6 +39,9 @@ from semcov_lib.metrics import (
     shot_groups,
     shot_thresholds,
     stratum_errors,
+    wilson_interval,
+    worst_class,
+    worst_group,
     worst_group_accuracy,
 )
 
@@ -193,26 +196,66 @@ def test_multilabel_metrics_match_sklearn():
     assert np.isnan(empty["mAP"]) and empty["OR"] == 0.0
 
 
-def test_evaluate_keys_and_values():
-    rng = np.random.default_rng(9)
-    classes = ["MEL", "NV", "BCC"]
-    n = 600
+def test_wilson_interval_matches_scipy_binomtest():
+    for k, n in [(0, 6), (1, 6), (6, 6), (17, 30), (290, 300), (3, 1000)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
+    low, high = wilson_interval(np.array([2, 0]), np.array([10, 0]))
+    assert low[0] == pytest.approx(binomtest(2, 10).proportion_ci(method="wilson").low) and np.isnan(high[1])
+
+
+def test_worst_group_needs_min_group_n_and_reports_name_n_ci():
+    y = np.r_[np.zeros(40, int), np.ones(40, int), np.full(6, 2)]
+    s = np.r_[np.zeros(20, int), np.ones(20, int), np.zeros(40, int), np.zeros(6, int)]
+    pred = y.copy()
+    pred[:5] = 1  # group (A, u): 15 / 20 right
+    pred[40:55] = 0  # group (B, u): 25 / 40 right
+    pred[80:86] = 0  # group (C, u): 0 / 6 right, but too small
+    out = worst_group(y, pred, s, 30, ["A", "B", "C"], ["u", "v"])
+    assert out["worst_group"] == "B / u" and out["worst_group_n"] == 40
+    assert out["worst_group_accuracy"] == pytest.approx(25 / 40)
+    ci = binomtest(25, 40).proportion_ci(method="wilson")
+    assert (out["worst_group_ci_low"], out["worst_group_ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert worst_group(y, pred, s, 5)["worst_group_accuracy"] == 0.0  # the 6-image group counts at n >= 5
+    with pytest.warns(MetricWarning, match="no"):
+        assert np.isnan(worst_group(y, pred, s, 100)["worst_group_accuracy"])
+    wc = worst_class(y, pred, ["A", "B", "C"])
+    assert wc == {"worst_class_accuracy": 0.0, "worst_class": "C"}
+
+
+def reference_of(n=600, seed=9, classes=("MEL", "NV", "BCC")):
+    rng = np.random.default_rng(seed)
     y_tr, s_tr, a_tr = rng.integers(0, 3, n), rng.integers(0, 2, n), rng.random((n, 4))
-    cov = coverage_array(y_tr, s_tr, a_tr, 3, 2)
+    return SCGReference.from_training(y_tr, s_tr, a_tr, list(classes), subgroup_levels=["u", "v"]), rng
+
+
+def test_evaluate_keys_and_values():
+    ref, rng = reference_of()
+    n = 600
     y, p = data(n=n, T=3, seed=10)
     s, a = rng.integers(0, 2, n), rng.random((n, 4))
-    counts = np.bincount(y_tr, minlength=3)
-    out = evaluate(y, p, s, a, cov, counts, classes, n_boot=50, seed=0, shot_scale="auto")
-    expected = {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece",
-                "worst_group_accuracy", "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "cdi_pearson_log",
-                "cdi_weighted", "n_valid_scgs", "tail_error", "middle_error", "head_error", "head_accuracy",
+    rs = Resampling(n_boot=50, n_perm=100, seed=0)
+    out = evaluate(y, p, s, a, ref, rs, shot_scale="auto")
+    expected = {"n_samples", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece",
+                "worst_group_accuracy", "worst_group", "worst_group_n", "worst_group_ci_low", "worst_group_ci_high",
+                "worst_group_candidates", "worst_class_accuracy", "worst_class",
+                "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "cdi_pearson_log", "cdi_weighted",
+                "cdi_within", "cdi_within_signed", "cdi_within_ci_low", "cdi_within_ci_high", "cdi_p", "cdi_within_p",
+                "n_valid_scgs", "n_scgs", "n_removed_coverage", "n_removed_train_n", "n_removed_weight",
+                "n_within_classes", "tail_error", "middle_error", "head_error", "head_accuracy",
                 "medium_accuracy", "tail_accuracy", "sens_at_95spec_mel"}
     assert set(out) == expected
-    json.dumps(out)  # plain floats / ints
-    assert isinstance(out["n_valid_scgs"], int)
+    json.dumps(out)  # plain floats / ints / names
+    assert isinstance(out["n_valid_scgs"], int) and isinstance(out["worst_group"], str)
     assert out["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))
-    res = compute_cdi(cov, y, p.argmax(1), s, a, n_boot=50, seed=0)
+    res = compute_cdi(ref, y, p.argmax(1), s, a, resampling=rs)
     assert out["cdi"] == pytest.approx(res.cdi) and out["cdi_ci_high"] == pytest.approx(res.ci_high)
+    assert out["cdi_within"] == pytest.approx(res.cdi_within) and out["cdi_p"] == pytest.approx(res.cdi_p)
+    assert out["n_valid_scgs"] + out["n_removed_coverage"] + out["n_removed_train_n"] + out["n_removed_weight"] \
+        == out["n_scgs"] == 3 * 4 * 2
+    assert out["worst_group_n"] >= 30
+    assert out["worst_group_accuracy"] == pytest.approx(worst_group_accuracy(y, p.argmax(1), s, 30))
     assert out["sens_at_95spec_mel"] == pytest.approx(reference_sens(y == 0, p[:, 0]))
-    out2 = evaluate(y, p, s, a, cov, counts, ["A", "B", "C"], n_boot=0)
+    ref2, _ = reference_of(classes=("A", "B", "C"))
+    out2 = evaluate(y, p, s, a, ref2, Resampling(n_boot=0, n_perm=0))
     assert "sens_at_95spec_mel" not in out2
