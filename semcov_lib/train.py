@@ -285,6 +285,7 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
     from semcov_lib.images import load_images
+    from semcov_lib.text_embed import descriptor_text
 
     table = load_table(config)
     for needed in ("train", "val", "test"):
@@ -309,22 +310,16 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     info = DataInfo(
         classes=list(table.classes),
         descriptors=list(table.descriptors),
-        descriptor_text=_descriptor_text(table.descriptors),
+        descriptor_text=descriptor_text(table.descriptors),
         subgroups=levels,
         input_shape=tuple(inputs.shape[1:]),
         features_cached=config.feature_cache,
         **stats,
     )
     data = PreparedData(table=table, info=info, splits=splits, key=key,
-                        eval_reference=_eval_reference(table, split_col, columns, info))
+                        eval_reference=_eval_reference(split_col, columns, info))
     _DATA_CACHE[key] = data
     return data
-
-
-def _descriptor_text(descriptors: list[str]) -> list[str]:
-    from semcov_lib.text_embed import descriptor_text
-
-    return descriptor_text(descriptors)
 
 
 def _split_tensors(name: str, rows: np.ndarray, inputs: torch.Tensor, columns: tuple, ids: np.ndarray) -> SplitTensors:
@@ -356,7 +351,7 @@ def _coverage_statistics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, n_cla
     }
 
 
-def _eval_reference(table: SCITable, split_col: np.ndarray, columns: tuple, info: DataInfo) -> EvalReference:
+def _eval_reference(split_col: np.ndarray, columns: tuple, info: DataInfo) -> EvalReference:
     """Coverage that evaluation uses: the ``coverage_reference`` split when present, else train's."""
     rows = np.flatnonzero(split_col == COVERAGE_REFERENCE_SPLIT)
     if len(rows) == 0:
