@@ -4,7 +4,9 @@ Notebooks call these so they hold no method code: the main comparison (every met
 seeds), the SemCovNet ablation ladder and leave-one-out, the λ sensitivity sweeps and the
 benchmark tail-exponent sweep. Each returns :class:`~semcov_lib.train.TrainConfig` objects;
 :func:`semcov_lib.train.train_many` trains or reuses them, :func:`results_frame` collects
-their metrics.
+their metrics. :func:`pipeline_configs` lists every run the notebooks need for one parameter
+file, so ``python -m semcov_lib grid`` can train them first (on a cluster) and the notebooks
+then only read run folders.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from semcov_lib.config import ConfigError
 from semcov_lib.methods import METHODS
 from semcov_lib.runs import write_text_atomic
 from semcov_lib.tables import markdown_table, write_table  # noqa: F401 - used by the notebooks
@@ -27,6 +30,8 @@ METRIC_COLUMNS = (
     "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "n_valid_scgs", "tail_error", "middle_error",
     "head_error", "head_accuracy", "medium_accuracy", "tail_accuracy",
 )
+#: What each run says about how it was chosen and what it saw (not averaged; one value per method).
+RUN_COLUMNS = ("selection_metric", "selection_start_epoch", "best_epoch", "sees_descriptors_at_test")
 SEMCOVNET_SWITCHES = ("use_sdm", "use_dam", "use_dva", "use_cdi_reg")
 ABLATION_LADDER = {
     "backbone": dict(use_sdm=False, use_dam=False, use_dva=False, use_cdi_reg=False),
@@ -64,6 +69,13 @@ def sensitivity_configs(profile: str, seeds: Iterable[int], lambda_dva: Iterable
     return out
 
 
+def descriptor_source_configs(profile: str, seeds: Iterable[int]) -> dict[str, list[TrainConfig]]:
+    """SemCovNet reading the observed descriptor scores at test time vs predicting them
+    (``desc_source="predicted_test"``: observed scores in training, its own predictions at test)."""
+    return {f"semcovnet ({source})": [train_config("semcovnet", profile, s, {"hp": {"desc_source": source}})
+                                      for s in seeds] for source in ("observed", "predicted_test")}
+
+
 def tail_sweep_configs(profile: str, seeds: Iterable[int], exponents: Iterable[float],
                        methods: Iterable[str] = ("erm", "semcovnet"),
                        exponent_key: str = "coverage_tail_exponent") -> dict[tuple[str, float], list[TrainConfig]]:
@@ -98,12 +110,14 @@ def results_frame(configs: list[TrainConfig], label: str | None = None, root: st
         if label is not None:
             row["variant"] = label
         row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+        row.update({k: metrics.get(k) for k in RUN_COLUMNS})
         row.update({f"stress_{k}": metrics.get("stress", {}).get(k) for k in ("cdi", "cdi_signed_rho", "accuracy",
                                                                               "macro_f1", "worst_group_accuracy")})
         row["run_dir"] = str(path.parent)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    numeric = [c for c in frame.columns if c not in ("method", "variant", "run_dir")]
+    numeric = [c for c in frame.columns if c not in ("method", "variant", "run_dir", "selection_metric",
+                                                     "sees_descriptors_at_test")]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
     return frame
 
@@ -117,12 +131,18 @@ def grouped_results(groups: dict[Any, list[TrainConfig]], root: str | Path | Non
 
 def summarise(frame: pd.DataFrame, by: str | list[str] = "method", metrics: Iterable[str] = METRIC_COLUMNS,
               baseline: str | None = "erm") -> pd.DataFrame:
-    """Mean and std per group, plus the CDI reduction vs ``baseline`` (from mean CDIs)."""
+    """Mean and std per group, plus the CDI reduction vs ``baseline`` (from mean CDIs).
+
+    ``selection_metric`` and ``sees_descriptors_at_test`` are carried through (one value per group).
+    """
     metrics = [m for m in metrics if m in frame.columns]
     by = [by] if isinstance(by, str) else list(by)
     agg = frame.groupby(by, sort=False)[metrics].agg(["mean", "std"])
     agg.columns = [f"{m}_{stat}" for m, stat in agg.columns]
     agg["n_seeds"] = frame.groupby(by, sort=False).size()
+    for col in ("selection_metric", "sees_descriptors_at_test"):
+        if col in frame.columns:
+            agg[col] = frame.groupby(by, sort=False)[col].first()
     if baseline is not None and by == ["method"] and baseline in agg.index and "cdi_mean" in agg:
         base = agg.loc[baseline, "cdi_mean"]
         agg["cdi_reduction_vs_erm"] = (base - agg["cdi_mean"]) / base if base else np.nan
@@ -179,3 +199,32 @@ def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> 
 def descriptor_learner_configs(profile: str, seeds: Iterable[int]) -> list[TrainConfig]:
     """SADCL as a multi-label descriptor learner (the descriptors are its labels)."""
     return [train_config("sadcl", profile, s, {"hp": {"sadcl_task": "descriptors"}}) for s in seeds]
+
+
+#: Keys of a notebook parameter file that decide which runs exist.
+PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "sweep_seeds", "lambda_dva_values", "lambda_cdi_values",
+                 "tail_exponents")
+
+
+def pipeline_configs(params: dict[str, Any]) -> list[TrainConfig]:
+    """Every run the notebooks train for one parameter file (``notebooks/params/<profile>.yaml``).
+
+    The main comparison, the SADCL descriptor learner, SemCovNet with predicted test-time
+    descriptors, the ablations, the λ sweeps and the
+    tail-exponent sweep, in that order, each run folder once. A notebook grid not listed here
+    would be trained by the notebook itself instead of by the grid.
+    """
+    missing = [k for k in PIPELINE_KEYS if k not in params]
+    if missing:
+        raise ConfigError(f"notebook parameters lack {missing}; a parameter file needs {list(PIPELINE_KEYS)}")
+    profile = params["profile"]
+    seeds, ablation_seeds, sweep_seeds = params["seeds"], params["ablation_seeds"], params["sweep_seeds"]
+    grids = [
+        main_configs(profile, seeds),
+        descriptor_learner_configs(profile, seeds),
+        flatten(descriptor_source_configs(profile, seeds)),
+        flatten(ablation_configs(profile, ablation_seeds)),
+        flatten(sensitivity_configs(profile, sweep_seeds, params["lambda_dva_values"], params["lambda_cdi_values"])),
+        flatten(tail_sweep_configs(profile, sweep_seeds, params["tail_exponents"])),
+    ]
+    return flatten([c for grid in grids for c in grid])

@@ -77,7 +77,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 0  # linear learning-rate warm-up before the cosine decay
     augment: bool = True  # random flips for end-to-end image training
-    selection_metric: str = "macro_f1"  # validation metric for model selection
+    selection_metric: str = "macro_f1"  # model selection rule: macro_f1 | worst_class_accuracy | last
     n_boot: int = 1000  # bootstrap resamples for the CDI CI
     min_weight: float = 5.0  # CDI validity threshold m (also the smallest group for worst-group accuracy)
     shot_scale: float = 1.0  # head/medium/tail thresholds = (100, 20) x shot_scale training images
@@ -153,6 +153,7 @@ def train_config(
     config = apply_overrides(TrainConfig(method=method, profile=profile, seed=seed), values, "train config")
     config = dataclasses.replace(config, hp=hp)
     config.resolved_hp()  # validates method name and hyper-parameter keys now
+    check_selection_metric(config.selection_metric)
     return config
 
 
@@ -199,11 +200,38 @@ class SplitTensors:
 
 
 @dataclass
+class EvalReference:
+    """Training-coverage statistics that evaluation measures coverage against.
+
+    By default those of the ``train`` split (the same arrays as ``DataInfo``). A dataset
+    with a ``coverage_reference`` split (an oracle benchmark whose ``train`` split was
+    rebalanced) measures coverage against that natural split instead; it is never trained on.
+    """
+
+    split: str  # "train" or "coverage_reference"
+    coverage: np.ndarray  # (T, K, S) soft coverage, NaN where N_{c,s} = 0
+    group_counts: np.ndarray  # (T, S) images per (class, subgroup)
+    class_counts: np.ndarray  # (T,) images per class
+
+
+@dataclass
 class PreparedData:
     table: SCITable
-    info: DataInfo
+    info: DataInfo  # what methods may know: statistics of the train split only
     splits: dict[str, SplitTensors]
     key: str
+    eval_reference: EvalReference | None = None  # set by prepare_data
+
+    def __post_init__(self) -> None:
+        if self.eval_reference is None:
+            info = self.info
+            self.eval_reference = EvalReference("train", info.coverage, info.group_counts, info.class_counts)
+
+
+#: Splits carried into :class:`PreparedData` when present (``train``, ``val``, ``test`` are required).
+DATA_SPLITS = ("train", "val", "test", "stress", "val_stress")
+#: Natural training split of an oracle benchmark: evaluation coverage only, never trained on.
+COVERAGE_REFERENCE_SPLIT = "coverage_reference"
 
 
 _DATA_CACHE: dict[str, PreparedData] = {}
@@ -256,7 +284,6 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     key = _data_key(config)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    from semcov_lib.coverage import coverage_array, group_counts, prevalence
     from semcov_lib.images import load_images
     from semcov_lib.text_embed import descriptor_text
 
@@ -267,31 +294,17 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     images = load_images(table, config.image_size)
     inputs = _cached_features(images, config, progress) if config.feature_cache else images
     levels = table.subgroup_levels()
-    labels, codes, scores = table.labels(), table.subgroup_codes(levels), table.scores()
     split_col = table.frame["split"].to_numpy()
+    columns = (table.labels(), table.subgroup_codes(levels), table.scores())
     ids = table.frame["sample_id"].astype(str).to_numpy()
-
     splits = {}
-    for name in ("train", "val", "test", "stress"):
+    for name in DATA_SPLITS:
         rows = np.flatnonzero(split_col == name)
-        if len(rows) == 0:
-            continue
-        s = scores[rows]
-        splits[name] = SplitTensors(
-            name=name,
-            x=inputs[torch.from_numpy(rows)],
-            y=torch.from_numpy(labels[rows]),
-            desc=torch.from_numpy(np.nan_to_num(s, nan=0.0)),
-            desc_mask=torch.from_numpy(np.isfinite(s).astype(np.float32)),
-            subgroup=torch.from_numpy(codes[rows]),
-            scores=s,
-            sample_ids=ids[rows].tolist(),
-        )
+        if len(rows):
+            splits[name] = _split_tensors(name, rows, inputs, columns, ids)
     train = splits["train"]
-    y_tr, g_tr = train.y.numpy(), train.subgroup.numpy()
-    T, S = table.n_classes, len(levels)
-    class_counts = np.bincount(y_tr, minlength=T)
-    empty = [table.classes[c] for c in np.flatnonzero(class_counts == 0)]
+    stats = _coverage_statistics(train.y.numpy(), train.subgroup.numpy(), train.scores, table.n_classes, len(levels))
+    empty = [table.classes[c] for c in np.flatnonzero(stats["class_counts"] == 0)]
     if empty:
         warnings.warn(f"{table.name}: classes with no training samples: {empty}", stacklevel=2)
     info = DataInfo(
@@ -299,16 +312,53 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
         descriptors=list(table.descriptors),
         descriptor_text=descriptor_text(table.descriptors),
         subgroups=levels,
-        class_counts=class_counts,
-        coverage=coverage_array(y_tr, g_tr, train.scores, T, S),
-        group_counts=group_counts(y_tr, g_tr, T, S),
-        prevalence=prevalence(train.scores),
         input_shape=tuple(inputs.shape[1:]),
         features_cached=config.feature_cache,
+        **stats,
     )
-    data = PreparedData(table=table, info=info, splits=splits, key=key)
+    data = PreparedData(table=table, info=info, splits=splits, key=key,
+                        eval_reference=_eval_reference(split_col, columns, info))
     _DATA_CACHE[key] = data
     return data
+
+
+def _split_tensors(name: str, rows: np.ndarray, inputs: torch.Tensor, columns: tuple, ids: np.ndarray) -> SplitTensors:
+    """The rows of one split as tensors; ``columns`` = (labels, subgroup codes, raw scores)."""
+    labels, codes, scores = columns
+    s = scores[rows]
+    return SplitTensors(
+        name=name,
+        x=inputs[torch.from_numpy(rows)],
+        y=torch.from_numpy(labels[rows]),
+        desc=torch.from_numpy(np.nan_to_num(s, nan=0.0)),
+        desc_mask=torch.from_numpy(np.isfinite(s).astype(np.float32)),
+        subgroup=torch.from_numpy(codes[rows]),
+        scores=s,
+        sample_ids=ids[rows].tolist(),
+    )
+
+
+def _coverage_statistics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, n_classes: int,
+                         n_subgroups: int) -> dict[str, np.ndarray]:
+    """class_counts (T,), coverage (T,K,S), group_counts (T,S), prevalence (K,) of one split."""
+    from semcov_lib.coverage import coverage_array, group_counts, prevalence
+
+    return {
+        "class_counts": np.bincount(y, minlength=n_classes),
+        "coverage": coverage_array(y, g, scores, n_classes, n_subgroups),
+        "group_counts": group_counts(y, g, n_classes, n_subgroups),
+        "prevalence": prevalence(scores),
+    }
+
+
+def _eval_reference(split_col: np.ndarray, columns: tuple, info: DataInfo) -> EvalReference:
+    """Coverage that evaluation uses: the ``coverage_reference`` split when present, else train's."""
+    rows = np.flatnonzero(split_col == COVERAGE_REFERENCE_SPLIT)
+    if len(rows) == 0:
+        return EvalReference("train", info.coverage, info.group_counts, info.class_counts)
+    labels, codes, scores = columns
+    stats = _coverage_statistics(labels[rows], codes[rows], scores[rows], info.n_classes, info.n_subgroups)
+    return EvalReference(COVERAGE_REFERENCE_SPLIT, stats["coverage"], stats["group_counts"], stats["class_counts"])
 
 
 def make_batch(split: SplitTensors, idx: torch.Tensor, device: torch.device, augment: bool = False,
@@ -358,6 +408,14 @@ def _distributed() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _local_batch_size(batch_size: int, world: int) -> int:
+    """Per-process batch: the global ``batch_size`` split evenly over ``world`` processes."""
+    if batch_size % world:
+        raise ConfigError(f"batch_size={batch_size} must be divisible by the number of processes ({world}) "
+                          "so each process takes an equal share of every batch")
+    return batch_size // world
+
+
 @torch.no_grad()
 def predict_probs(model: Method, split: SplitTensors, device: torch.device, batch_size: int = 512) -> np.ndarray:
     """Class probabilities of a split (evaluation mode)."""
@@ -372,10 +430,42 @@ def predict_probs(model: Method, split: SplitTensors, device: torch.device, batc
 
 def _quick_scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """The cheap validation metrics used for model selection each epoch."""
-    from semcov_lib.metrics import accuracy, balanced_accuracy, macro_f1
+    from semcov_lib.metrics import accuracy, balanced_accuracy, macro_f1, worst_class
 
     pred = probs.argmax(1)
-    return {"accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred), "macro_f1": macro_f1(y, pred)}
+    worst = worst_class(y, pred, [str(c) for c in range(probs.shape[1])])["worst_class_accuracy"]  # min recall
+    return {"accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred), "macro_f1": macro_f1(y, pred),
+            "worst_class_accuracy": worst}
+
+
+#: Model-selection rules: the validation metric maximised, or the last epoch.
+SELECTION_METRICS = ("macro_f1", "worst_class_accuracy", "last")
+
+
+def check_selection_metric(name: str) -> str:
+    """``name`` if it is a selection rule, else a one-line error naming the key and the choices."""
+    if name not in SELECTION_METRICS:
+        raise ConfigError(f"selection_metric={name!r} is not a selection rule; choose one of {list(SELECTION_METRICS)}")
+    return name
+
+
+def _selection_score(rule: str, val: dict[str, float], epoch: int) -> float:
+    """The number selection maximises at ``epoch`` (NaN counts as the worst score)."""
+    score = float(epoch) if rule == "last" else float(val[rule])
+    return score if np.isfinite(score) else -np.inf
+
+
+def _rank_shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's share of an epoch order, as ``DistributedSampler`` (no shuffle) deals it.
+
+    The epoch order stays a pure function of (seed, epoch); rank r takes positions r, r + W, ...
+    (padded by repeating the first positions so every rank takes as many steps), so with a
+    per-rank batch of B / W the W ranks together see each global batch of B of one process.
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(order, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+    return order[torch.as_tensor(list(sampler), dtype=torch.long)]
 
 
 def _lr_factor(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
@@ -428,6 +518,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress and rank == 0 and os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True")
 
+    check_selection_metric(config.selection_metric)  # before any data or epoch
     timings: dict[str, float] = {}
     with timer(timings, "data"):
         data = prepare_data(config, progress=progress)
@@ -436,6 +527,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
         _init_distributed(device)
     seed_everything(config.seed)
     model = build_method(config.method, data.info, config.resolved_hp()).to(device)
+    select_from = model.selection_start_epoch(config.epochs)  # first epoch of the final phase
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, best_score, best_epoch, best_state, log = 0, -np.inf, -1, None, []
@@ -456,6 +548,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     use_amp = config.amp and device.type == "cuda"
     train_split, val_split = data.splits["train"], data.splits["val"]
     steps_per_epoch = int(np.ceil(len(train_split) / config.batch_size))
+    local_batch = _local_batch_size(config.batch_size, world)
     step = start_epoch * steps_per_epoch
     stop_after = int(os.environ.get("SEMCOV_STOP_AFTER_EPOCH", -1))  # simulates a kill (tests)
 
@@ -467,14 +560,14 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
         ctx = TrainContext(epoch=epoch, n_epochs=config.epochs, step=step, device=device)
         model.on_epoch_start(ctx)
         order = epoch_order(len(train_split), train_split.y, model.sampling(ctx), config.seed, epoch)
+        if world > 1:
+            order = _rank_shard(order, rank, world)
         aug_gen = torch.Generator().manual_seed(config.seed * 7919 + epoch)
         model.train()
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
-        for i, start in enumerate(range(0, len(order), config.batch_size)):
-            idx = order[start:start + config.batch_size]
-            if world > 1:
-                idx = idx[rank::world]
+        for i, start in enumerate(range(0, len(order), local_batch)):
+            idx = order[start:start + local_batch]
             batch = make_batch(train_split, idx, device, augment=config.augment and not config.feature_cache,
                                generator=aug_gen)
             for group in optimiser.param_groups:
@@ -503,8 +596,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
         if rank == 0:
             val = _quick_scores(val_split.y.numpy(), predict_probs(model, val_split, device))
             row.update({f"val_{k}": v for k, v in val.items()})
-            score = val[config.selection_metric]
-            if score > best_score:
+            score = _selection_score(config.selection_metric, val, epoch)
+            if epoch >= select_from and score > best_score:
                 best_score, best_epoch = score, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             log.append(row)
@@ -529,10 +622,16 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
         return {}
     if best_state is not None:
         model.load_state_dict(best_state)
+    else:  # stopped (max_steps) before the final phase: keep the last epoch's weights
+        best_epoch = int(log[-1]["epoch"]) if log else -1
+        warnings.warn(f"{config.method}: no epoch from {select_from} on was trained; using the last epoch",
+                      stacklevel=2)
     with timer(timings, "evaluate"):
         metrics = _evaluate_and_write(model, data, config, run_dir, device)
     metrics["best_epoch"] = best_epoch
     metrics["selection_metric"] = config.selection_metric
+    metrics["selection_start_epoch"] = select_from
+    metrics["sees_descriptors_at_test"] = bool(model.sees_descriptors_at_test)
     metrics["method"] = config.method
     metrics["seed"] = config.seed
     write_csv_atomic(run_dir / "log.csv", pd.DataFrame(log))
@@ -611,10 +710,72 @@ def _finish_distributed(world: int) -> None:
 
 
 # --------------------------------------------------------------------------- many runs
+def progress_enabled(progress: bool = True) -> bool:
+    """``progress`` unless the environment sets ``TQDM_DISABLE`` (1/true)."""
+    return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class RunProgress:
+    """One line per finished run, in completion order: which run, how many are left, elapsed, ETA.
+
+    ETA = elapsed / finished x left (the observed completion rate, so parallel runs count).
+    """
+
+    def __init__(self, n_todo: int, n_reused: int = 0, enabled: bool = True):
+        self.n_todo, self.done, self.enabled = n_todo, 0, progress_enabled(enabled)
+        self.start = time.perf_counter()
+        if self.enabled and n_todo:
+            print(f"{n_todo + n_reused} runs: {n_reused} finished already, {n_todo} to train", flush=True)
+
+    def finished(self, config: TrainConfig, run_dir: Path | None = None, status: str = "done") -> str:
+        """Count one finished run and print (and return) its line."""
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        left = self.n_todo - self.done
+        where = f" ({run_dir.name})" if run_dir is not None else ""
+        line = (f"[{self.done}/{self.n_todo}] {config.method} seed {config.seed}{where} {status}; {left} left, "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(elapsed / self.done * left)}")
+        if self.enabled:
+            print(line, flush=True)
+        return line
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may hand out: ``CUDA_VISIBLE_DEVICES`` when set, else all (none on CPU)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and not g.strip().startswith("-")]
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def _init_worker(counter, gpus: list[str]) -> None:
+    """Worker start-up: worker i (in start order) sees only GPU gpus[i mod len(gpus)]."""
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+
+
 def _train_worker(args: tuple[TrainConfig, str | None]) -> dict[str, Any]:
     torch.set_num_threads(1)
     config, root = args
     return train(config, run_dir_for(config, root), progress=False)
+
+
+def unfinished(configs: list[TrainConfig], root: str | Path | None = None) -> list[TrainConfig]:
+    """The configurations without a finished run folder, one per folder, in order."""
+    todo: dict[Path, TrainConfig] = {}
+    for c in configs:
+        folder = run_dir_for(c, root)
+        if not (folder / "metrics.json").is_file():
+            todo.setdefault(folder, c)
+    return list(todo.values())
 
 
 def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | None = None,
@@ -622,24 +783,29 @@ def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | Non
     """Train (or reuse) several runs; ``jobs > 1`` runs independent ones in parallel processes.
 
     Data (benchmark, image and feature caches) is prepared once in this process first, so
-    worker processes only read caches.
+    worker processes only read caches. Each worker process gets one GPU (round-robin over
+    :func:`visible_gpus`) when there are GPUs. A line per finished run reports progress.
     """
-    from tqdm.auto import tqdm
-
-    todo = [c for c in configs if not (run_dir_for(c, root) / "metrics.json").is_file()]
+    todo = unfinished(configs, root)
     for config in {_data_key(c): c for c in todo}.values():
-        prepare_data(config, progress=progress)
+        prepare_data(config, progress=progress_enabled(progress))
+    report = RunProgress(len(todo), len(set(run_dir_for(c, root) for c in configs)) - len(todo), progress)
     if jobs <= 1 or len(todo) <= 1:
-        return [train(c, run_dir_for(c, root), progress=False)
-                for c in tqdm(configs, desc="runs", disable=not progress)]
+        for c in todo:
+            train(c, run_dir_for(c, root), progress=False)
+            report.finished(c, run_dir_for(c, root))
+        return [train(c, run_dir_for(c, root), progress=False) for c in configs]
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    ctx = mp.get_context("spawn")
     root_str = str(root) if root else None
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_worker, (c, root_str)) for c in todo]
-        for f in tqdm(futures, desc="runs", disable=not progress):
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(ctx.Value("i", 0), visible_gpus())) as pool:
+        futures = {pool.submit(_train_worker, (c, root_str)): c for c in todo}
+        for f in as_completed(futures):
             f.result()
+            report.finished(futures[f], run_dir_for(futures[f], root))
     return [train(c, run_dir_for(c, root), progress=False) for c in configs]
 
 

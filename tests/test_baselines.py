@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from semcov_lib.methods import DataInfo, TrainContext, build_method, method_defaults
 from semcov_lib.methods import baselines as bl
 
-NAMES = ["erm", "cb", "focal", "ldam_drw", "balanced_softmax", "logit_adjustment", "crt", "groupdro"]
+NAMES = ["erm", "erm_desc", "cb", "focal", "ldam_drw", "balanced_softmax", "logit_adjustment", "crt", "groupdro"]
 HP = {"dim": 16, "cnn_widths": (8, 8, 8, 8)}  # tiny and fast
 
 
@@ -264,3 +264,57 @@ def test_bad_data_info():
     info.group_counts = np.ones((3, 3))
     with pytest.raises(ValueError, match="group_counts"):
         build_method("groupdro", info, HP)
+
+
+def test_two_phase_schedules_reach_their_final_phase(info):
+    """cRT and LDAM-DRW get both phases with 2 epochs (smoke) and 12 (default); selection starts there."""
+    crt, ldam = build_method("crt", info, HP), build_method("ldam_drw", info, HP)
+    for n, crt_start, drw_start in ((2, 1, 1), (12, 8, 10), (30, 21, 24)):
+        assert crt.stage2_start(n) == crt_start and crt.selection_start_epoch(n) == crt_start
+        assert ldam.drw_start(n) == drw_start and ldam.selection_start_epoch(n) == drw_start
+        assert [crt.in_stage2(_ctx(e, n)) for e in range(n)] == [e >= crt_start for e in range(n)]
+        assert [ldam.drw_active(_ctx(e, n)) for e in range(n)] == [e >= drw_start for e in range(n)]
+    # no final phase: selection may choose any epoch
+    never = build_method("crt", info, {**HP, "crt_fraction": 1.0})
+    assert never.stage2_start(12) == 12 and never.selection_start_epoch(12) == 0
+    assert build_method("erm", info, HP).selection_start_epoch(12) == 0
+    with pytest.warns(UserWarning, match="1 epoch"):
+        assert crt.stage2_start(1) == 1
+
+
+def test_final_phase_start_rounding():
+    from semcov_lib.methods.base import final_phase_start
+
+    assert [final_phase_start(n, 0.25) for n in (2, 4, 6, 10)] == [1, 3, 4, 7]  # 1.5 rounds up to 2
+    assert final_phase_start(10, 0.0) == 10 and final_phase_start(10, 1.0) == 0
+    assert final_phase_start(10, 0.99) == 1  # stage 1 keeps one epoch
+
+
+def test_erm_desc_reads_scores_and_mask(info):
+    torch.manual_seed(0)
+    model = build_method("erm_desc", info, HP).eval()
+    assert model.classifier.in_features == 16 + 2 * 2  # [f_v; a; m]
+    batch = _batch(info)
+    base = model.predict_logits(batch)
+    changed = dict(batch, desc=1.0 - batch["desc"])
+    assert not torch.allclose(model.predict_logits(changed), base)
+    missing = dict(batch, desc_mask=torch.zeros_like(batch["desc_mask"]))
+    assert not torch.allclose(model.predict_logits(missing), base)
+    # the part of the logits from [a; m] is exactly the classifier's weights on those inputs
+    w = model.classifier.weight[:, 16:]
+    delta = torch.cat([changed["desc"] - batch["desc"], torch.zeros(6, 2)], dim=1) @ w.t()
+    torch.testing.assert_close(model.predict_logits(changed) - base, delta)
+    # ERM ignores the scores
+    erm = build_method("erm", info, HP).eval()
+    torch.testing.assert_close(erm.predict_logits(changed), erm.predict_logits(batch))
+
+
+def test_sees_descriptors_at_test(info):
+    assert build_method("erm_desc", info, HP).sees_descriptors_at_test
+    for name in [n for n in NAMES if n != "erm_desc"] + ["cmltnet"]:
+        assert not build_method(name, info, HP).sees_descriptors_at_test, name
+    sem = {"cnn_widths": (8, 8, 8, 8), "dim": 16}
+    assert build_method("semcovnet", info, sem).sees_descriptors_at_test
+    for source in ("predicted", "predicted_test"):
+        assert not build_method("semcovnet", info, {**sem, "desc_source": source}).sees_descriptors_at_test
+    assert not build_method("semcovnet", info, {**sem, "use_sdm": False, "use_dam": False, "use_dva": False}).sees_descriptors_at_test

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dataclasses
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -136,5 +140,134 @@ def test_every_registered_method_trains_in_smoke_profile(method, tmp_path):
     metrics = train(config, tmp_path / method, progress=False)
     assert metrics["method"] == method
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["ece"] <= 1.0
+    assert isinstance(metrics["sees_descriptors_at_test"], bool)
+    if method in ("erm", "erm_desc"):
+        assert metrics["sees_descriptors_at_test"] == (method == "erm_desc")
     log = (tmp_path / method / "log.csv").read_text().splitlines()
     assert len(log) >= 2 and "train_loss" in log[0]
+
+
+# --------------------------------------------------------------------------- model selection
+def _probs(folder: Path) -> np.ndarray:
+    frame = pd.read_csv(folder / "predictions_test.csv")
+    return frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def phase_runs(tmp_path_factory):
+    """ERM, cRT and LDAM-DRW trained for the smoke profile's 2 epochs (same seed)."""
+    root = tmp_path_factory.mktemp("phases")
+    return {m: (train(train_config(m, "smoke", 0, {"n_boot": 10}), root / m, progress=False), root / m)
+            for m in ("erm", "crt", "ldam_drw")}
+
+
+@pytest.mark.parametrize("method,phase_column,final_value", [("crt", "train_crt_stage", 2.0),
+                                                             ("ldam_drw", "train_drw", 1.0)])
+def test_two_phase_methods_select_in_their_final_phase(phase_runs, method, phase_column, final_value):
+    metrics, folder = phase_runs[method]
+    log = pd.read_csv(folder / "log.csv")
+    assert metrics["selection_start_epoch"] == 1 and metrics["best_epoch"] >= 1
+    assert log.loc[log["epoch"] == metrics["best_epoch"], phase_column].item() == final_value
+    assert log.loc[log["epoch"] == 0, phase_column].item() != final_value  # phase 1 happened too
+    assert not np.allclose(_probs(folder), _probs(phase_runs["erm"][1]), atol=1e-4)
+    assert phase_runs["erm"][0]["selection_start_epoch"] == 0
+
+
+def test_selection_rules(tmp_path):
+    last = train(train_config("erm", "smoke", 0, {"n_boot": 10, "selection_metric": "last"}), tmp_path / "last",
+                 progress=False)
+    assert last["best_epoch"] == 1 and last["selection_metric"] == "last"
+    worst = train(train_config("erm", "smoke", 0, {"n_boot": 10, "selection_metric": "worst_class_accuracy"}),
+                  tmp_path / "worst", progress=False)
+    log = pd.read_csv(tmp_path / "worst" / "log.csv")
+    assert worst["best_epoch"] == int(log["epoch"][log["val_worst_class_accuracy"].to_numpy().argmax()])
+    assert worst["selection_metric"] == "worst_class_accuracy"
+
+
+def test_selection_metric_is_validated_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"selection_metric='auroc'.*macro_f1.*worst_class_accuracy.*last"):
+        train_config("erm", "smoke", 0, {"selection_metric": "auroc"})
+    config = dataclasses.replace(train_config("erm", "smoke", 0), selection_metric="accuracy")
+    with pytest.raises(ConfigError, match="selection_metric"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_worst_class_accuracy_matches_sklearn():
+    from sklearn.metrics import recall_score
+
+    from semcov_lib.train import _quick_scores
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    y[y == 3] = 2  # class 3 absent from y: not a class of the validation split
+    probs = rng.dirichlet(np.ones(4), 200)
+    expected = recall_score(y, probs.argmax(1), labels=[0, 1, 2], average=None).min()
+    assert _quick_scores(y, probs)["worst_class_accuracy"] == pytest.approx(expected)
+
+
+def test_rank_shards_are_distributed_sampler_slices():
+    """Rank r's i-th batch of B/W holds the rank-r positions of one process's i-th batch of B."""
+    from semcov_lib.train import _local_batch_size, _rank_shard
+
+    order = torch.randperm(13, generator=torch.Generator().manual_seed(0))
+    shards = [_rank_shard(order, r, 2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 7  # padded with the first position
+    assert sorted(torch.cat(shards).tolist()) == sorted(order.tolist() + [order[0].item()])
+    for i in range(0, 12, 4):
+        together = torch.stack([shards[0][i // 2:i // 2 + 2], shards[1][i // 2:i // 2 + 2]], 1).reshape(-1)
+        assert together.tolist() == order[i:i + 4].tolist()
+    with pytest.raises(ConfigError, match="batch_size=63"):
+        _local_batch_size(63, 2)
+
+
+# --------------------------------------------------------------------------- evaluation reference
+def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
+    """A ``coverage_reference`` split feeds evaluation's coverage; training statistics stay on ``train``."""
+    from semcov_lib import table as table_mod
+    from semcov_lib import train as train_mod
+    from semcov_lib.coverage import coverage_array, group_counts
+
+    config = train_config("erm", "smoke", 0)
+    natural = train_mod.load_table(config)
+    default = train_mod.prepare_data(config)
+    assert default.eval_reference.split == "train" and default.eval_reference.coverage is default.info.coverage
+    frame = natural.frame.copy()
+    train_rows = np.flatnonzero(frame["split"].to_numpy() == "train")
+    val_rows = np.flatnonzero(frame["split"].to_numpy() == "val")
+    frame.loc[frame.index[train_rows[::2]], "split"] = "coverage_reference"
+    frame.loc[frame.index[val_rows[::3]], "split"] = "val_stress"
+    monkeypatch.setattr(table_mod, "SPLITS", (*table_mod.SPLITS, "val_stress", "coverage_reference"), raising=True)
+    monkeypatch.setattr(train_mod, "load_table", lambda c: dataclasses.replace(natural, frame=frame))
+    monkeypatch.setattr(train_mod, "_DATA_CACHE", {})
+    data = train_mod.prepare_data(config)
+    assert set(data.splits) == {"train", "val", "test", "stress", "val_stress"}
+    assert len(data.splits["train"]) == len(train_rows) - len(train_rows[::2])
+    assert len(data.splits["val_stress"]) == len(val_rows[::3])
+    levels = natural.subgroup_levels()
+    ref = frame["split"].to_numpy() == "coverage_reference"
+    y, g, a = natural.labels()[ref], natural.subgroup_codes(levels)[ref], natural.scores()[ref]
+    T, S = natural.n_classes, len(levels)
+    np.testing.assert_allclose(data.eval_reference.coverage, coverage_array(y, g, a, T, S), equal_nan=True)
+    np.testing.assert_array_equal(data.eval_reference.group_counts, group_counts(y, g, T, S))
+    np.testing.assert_array_equal(data.eval_reference.class_counts, np.bincount(y, minlength=T))
+    assert data.eval_reference.split == "coverage_reference"
+    assert data.info.class_counts.sum() == len(data.splits["train"])  # methods see the training split only
+
+
+def test_parallel_workers_get_one_gpu_each(monkeypatch):
+    """Worker i of ``train_many`` sees GPU i mod n of the GPUs this process may use."""
+    import multiprocessing as mp
+
+    from semcov_lib.train import _init_worker, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    gpus, counter, seen = visible_gpus(), mp.get_context("spawn").Value("i", 0), []
+    for _ in range(3):  # three workers start
+        _init_worker(counter, gpus)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["2", "3", "2"]
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert visible_gpus() == []

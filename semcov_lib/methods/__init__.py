@@ -13,6 +13,7 @@ from semcov_lib.methods.base import DataInfo, Method, TrainContext
 
 METHODS: dict[str, str] = {
     "erm": "semcov_lib.methods.baselines:build_erm",
+    "erm_desc": "semcov_lib.methods.baselines:build_erm_desc",
     "semcovnet": "semcov_lib.methods.semcovnet:build_semcovnet",
     "sadcl": "semcov_lib.methods.sadcl:build_sadcl",
     "cmltnet": "semcov_lib.methods.cmltnet:build_cmltnet",

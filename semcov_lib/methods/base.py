@@ -15,6 +15,8 @@ below, so a new method never needs a trainer change.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +68,31 @@ class TrainContext:
         return self.epoch / max(self.n_epochs, 1)
 
 
+#: ``desc_source`` values with which a method predicts the descriptor scores at test time.
+PREDICTED_DESC_SOURCES = ("predicted", "predicted_test")
+
+
+def final_phase_start(n_epochs: int, final_fraction: float) -> int:
+    """First epoch of a final training phase that covers ``final_fraction`` of the epochs.
+
+    n_final = round(n_epochs · final_fraction) (halves round up), clamped to [1, n_epochs − 1]
+    so that both phases get at least one epoch whenever 0 < final_fraction < 1 and there are
+    at least 2 epochs: 12 epochs x 0.2 -> epochs 10, 11; 2 epochs x 0.2 -> epoch 1.
+    ``final_fraction`` ≤ 0 -> ``n_epochs`` (the phase never starts); ≥ 1 -> 0 (it is all of
+    training). With a single epoch a two-phase schedule cannot happen: the phase never starts.
+    """
+    if final_fraction <= 0 or n_epochs < 1:
+        return n_epochs
+    if final_fraction >= 1:
+        return 0
+    if n_epochs < 2:
+        warnings.warn("a two-phase method trained for 1 epoch never reaches its final phase; use epochs >= 2",
+                      stacklevel=2)
+        return n_epochs
+    n_final = math.floor(n_epochs * final_fraction + 0.5 + 1e-9)
+    return n_epochs - min(max(n_final, 1), n_epochs - 1)
+
+
 class Method(nn.Module):
     """Base class: plain cross-entropy on ``forward(batch)["logits"]`` (i.e. ERM)."""
 
@@ -102,3 +129,26 @@ class Method(nn.Module):
 
     def after_step(self, batch: dict, out: dict, ctx: TrainContext) -> None:
         """Hook run after each optimiser step (EMA buffers, memory banks, ...)."""
+
+    def selection_start_epoch(self, n_epochs: int) -> int:
+        """First epoch model selection may choose (0 = any epoch).
+
+        A method with phases returns the first epoch of its final phase, so the selected
+        model is that method and not an earlier phase of it (cRT before re-training is ERM).
+        """
+        return 0
+
+    @property
+    def sees_descriptors_at_test(self) -> bool:
+        """True when the test-time prediction reads the sample's descriptor scores.
+
+        Convention: a method that takes descriptor scores as input declares the
+        hyper-parameter ``desc_source``; it sees them at test time unless that is
+        ``"predicted"`` or ``"predicted_test"`` (scores predicted from the image), the data
+        has no descriptors, or ``use_sdm`` (its descriptor branch) is off. Methods without
+        ``desc_source`` use descriptors at most as training targets, so False.
+        """
+        source = self.hp.get("desc_source")
+        if source is None or source in PREDICTED_DESC_SOURCES or self.info.n_descriptors == 0:
+            return False
+        return bool(self.hp.get("use_sdm", True))

@@ -4,6 +4,7 @@ Every baseline is ``VisualEncoder`` (backbone + Linear(C, D) + ReLU) → dropout
 with T outputs; only the loss, the sampling schedule or the test-time logits differ:
 
 ``erm``               plain cross-entropy
+``erm_desc``          ERM whose classifier also takes the descriptor scores and their missing-mask
 ``cb``                class-balanced CE, w_y = (1−β)/(1−β^{n_y}), Σ w = T
 ``focal``             focal loss −α_y (1−p_y)^γ log p_y
 ``ldam_drw``          LDAM margins on a normalised-cosine classifier + deferred re-weighting
@@ -11,6 +12,10 @@ with T outputs; only the loss, the sampling schedule or the test-time logits dif
 ``logit_adjustment``  trained as ERM, predicts argmax(z − τ log π)
 ``crt``               ERM, then classifier re-training on a frozen encoder with class-balanced sampling
 ``groupdro``          online GroupDRO over (class, subgroup) groups
+
+Two-phase methods (``ldam_drw``, ``crt``) place their final phase with
+:func:`~semcov_lib.methods.base.final_phase_start` and report it through
+``selection_start_epoch``, so model selection only chooses among epochs of that phase.
 
 Class counts come from ``info.class_counts`` (T,), group counts from ``info.group_counts``
 (T, S). The formulas live in :mod:`semcov_lib.losses.longtail`.
@@ -27,7 +32,7 @@ from torch.nn import functional as F
 
 from semcov_lib.backbones import VisualEncoder
 from semcov_lib.losses import longtail as lt
-from semcov_lib.methods.base import DataInfo, Method, TrainContext
+from semcov_lib.methods.base import DataInfo, Method, TrainContext, final_phase_start
 
 DEFAULTS: dict = {
     # shared architecture
@@ -53,9 +58,6 @@ DEFAULTS: dict = {
     # GroupDRO
     "groupdro_eta": 0.01,
 }
-
-_EPS = 1e-9  # tolerance for comparing epoch fractions
-
 
 def _params(hp: dict | None) -> dict:
     return {**DEFAULTS, **(hp or {})}
@@ -128,6 +130,31 @@ class ERM(BaselineMethod):
     name = "erm"
 
 
+class ERMWithDescriptors(BaselineMethod):
+    """ERM whose classifier takes [f_v; a; m]: the visual feature, the descriptor scores a
+    (NaN set to 0) and the missing-mask m (1 = observed), at training and at test time.
+
+    The reference for any method that reads descriptor scores: a gain over ``erm_desc`` is
+    not explained by the extra input alone. Same encoder and dropout (on f_v) as ERM.
+    """
+
+    name = "erm_desc"
+
+    def _make_classifier(self, dim: int, n_classes: int) -> nn.Module:
+        return nn.Linear(dim + 2 * self.info.n_descriptors, n_classes)
+
+    def forward(self, batch: dict) -> dict:
+        _, f_v = self.encoder(batch["x"])
+        a = batch["desc"].to(f_v.dtype).nan_to_num(0.0)
+        m = batch["desc_mask"].to(f_v.dtype)
+        logits = self.classifier(torch.cat([self.dropout(f_v), a, m], dim=1))
+        return {"logits": logits, "features": f_v}
+
+    @property
+    def sees_descriptors_at_test(self) -> bool:
+        return self.info.n_descriptors > 0
+
+
 class ClassBalanced(BaselineMethod):
     """Class-balanced cross-entropy (Cui et al., 2019): w_y = (1−β)/(1−β^{n_y}), Σ w = T.
 
@@ -183,8 +210,9 @@ class LDAMDRW(BaselineMethod):
     ``forward`` returns ``cosine`` z ∈ [−1, 1] and ``logits`` = s·z (what is evaluated, so
     softmax probabilities have the training scale). Loss: CE(s·(z − Δ_y e_y)) with
     Δ_j ∝ n_j^(−1/4), max Δ = ``ldam_max_margin``, s = ``ldam_scale``. DRW: for the last
-    ``drw_fraction`` of epochs (decided from ``ctx`` in :meth:`drw_active`) each sample is
-    weighted by the class-balanced weight of its class (β = ``drw_beta``).
+    ``drw_fraction`` of epochs (at least one when 0 < ``drw_fraction`` < 1 and there are two
+    epochs or more; :meth:`drw_start`) each sample is weighted by the class-balanced weight of
+    its class (β = ``drw_beta``). Model selection chooses among the DRW epochs only.
     """
 
     name = "ldam_drw"
@@ -208,10 +236,17 @@ class LDAMDRW(BaselineMethod):
         cosine = self.classifier(self.dropout(f_v))
         return {"logits": self.scale * cosine, "cosine": cosine, "features": f_v}
 
+    def drw_start(self, n_epochs: int) -> int:
+        """First epoch with deferred re-weighting (``n_epochs`` when it never starts)."""
+        return final_phase_start(n_epochs, float(self.hp["drw_fraction"]))
+
     def drw_active(self, ctx: TrainContext) -> bool:
-        """True in the last ``drw_fraction`` of epochs: progress ≥ 1 − drw_fraction."""
-        fraction = float(self.hp["drw_fraction"])
-        return fraction > 0 and ctx.progress >= 1.0 - fraction - _EPS
+        """True in the last ``drw_fraction`` of epochs."""
+        return ctx.epoch >= self.drw_start(ctx.n_epochs)
+
+    def selection_start_epoch(self, n_epochs: int) -> int:
+        start = self.drw_start(n_epochs)
+        return start if start < n_epochs else 0
 
     def loss(self, batch, out, ctx):
         drw = self.drw_active(ctx)
@@ -257,14 +292,16 @@ class LogitAdjustment(BaselineMethod):
 class ClassifierRetraining(BaselineMethod):
     """cRT (Kang et al., 2020): decoupled representation and classifier learning.
 
-    Stage 1 (progress < ``crt_fraction``): ERM with instance sampling. At the first epoch
-    with progress ≥ ``crt_fraction`` (:meth:`on_epoch_start`) the encoder is frozen
+    Stage 1 (the first ``crt_fraction`` of epochs): ERM with instance sampling. At the first
+    epoch of stage 2 (:meth:`stage2_start`, at least one epoch when 0 < ``crt_fraction`` < 1
+    and there are two epochs or more; :meth:`on_epoch_start`) the encoder is frozen
     (``requires_grad=False``, its gradients cleared, BatchNorm/dropout kept in eval mode even
     when the model is put in train mode), the classifier is re-initialised, and
     :meth:`sampling` returns ``"class_balanced"`` from then on. The trainer's optimiser must
     skip parameters whose ``.grad`` is None (PyTorch optimisers do); its state for the
     classifier (momentum / Adam moments) is not reset here. The stage is kept in the
-    ``crt_stage`` buffer so it survives a checkpoint.
+    ``crt_stage`` buffer so it survives a checkpoint. Model selection chooses among stage-2
+    epochs only (before it the model is ERM).
     """
 
     name = "crt"
@@ -276,10 +313,17 @@ class ClassifierRetraining(BaselineMethod):
             raise ValueError(f"crt_fraction must be in [0, 1], got {fraction}")
         self.register_buffer("crt_stage", torch.tensor(1, dtype=torch.long))
 
+    def stage2_start(self, n_epochs: int) -> int:
+        """First epoch of classifier re-training (``n_epochs`` when it never starts)."""
+        return final_phase_start(n_epochs, 1.0 - float(self.hp["crt_fraction"]))
+
     def in_stage2(self, ctx: TrainContext) -> bool:
         """True when ``ctx`` lies in the classifier re-training stage."""
-        fraction = float(self.hp["crt_fraction"])
-        return fraction < 1.0 and ctx.progress >= fraction - _EPS
+        return ctx.epoch >= self.stage2_start(ctx.n_epochs)
+
+    def selection_start_epoch(self, n_epochs: int) -> int:
+        start = self.stage2_start(n_epochs)
+        return start if start < n_epochs else 0
 
     @property
     def encoder_frozen(self) -> bool:
@@ -355,6 +399,11 @@ def build_erm(info: DataInfo, hp: dict | None = None) -> Method:
     return ERM(info, _params(hp))
 
 
+def build_erm_desc(info: DataInfo, hp: dict | None = None) -> Method:
+    """ERM with the descriptor scores and their mask as extra classifier inputs."""
+    return ERMWithDescriptors(info, _params(hp))
+
+
 def build_cb(info: DataInfo, hp: dict | None = None) -> Method:
     """Class-balanced loss baseline."""
     return ClassBalanced(info, _params(hp))
@@ -398,6 +447,7 @@ __all__ = [
     "ClassifierRetraining",
     "CosineClassifier",
     "ERM",
+    "ERMWithDescriptors",
     "Focal",
     "GroupDROMethod",
     "LDAMDRW",
@@ -406,6 +456,7 @@ __all__ = [
     "build_cb",
     "build_crt",
     "build_erm",
+    "build_erm_desc",
     "build_focal",
     "build_groupdro",
     "build_ldam_drw",

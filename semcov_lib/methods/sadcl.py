@@ -25,6 +25,7 @@ Contrastive part:
   random initial value). The bank is then reset to the prototypes;
 * warm-up = max(``warmup_epochs``, round(``warmup_frac`` * n_epochs)) epochs trained with the
   classification loss only; afterwards + lambda_SSCL * SSCL + lambda_PSCL * PSCL on g(h).
+  Model selection chooses among the epochs after the warm-up (``selection_start_epoch``).
 
 Two uses (``hp["sadcl_task"]``):
 
@@ -283,6 +284,11 @@ class SADCL(Method):
     def warmup_epochs(self, n_epochs: int) -> int:
         """Warm-up length = max(warmup_epochs, round(warmup_frac * n_epochs))."""
         return max(int(self.hp["warmup_epochs"]), int(round(float(self.hp["warmup_frac"]) * n_epochs)))
+
+    def selection_start_epoch(self, n_epochs: int) -> int:
+        """Model selection chooses among the contrastive (post-warm-up) epochs only."""
+        warm = self.warmup_epochs(n_epochs)
+        return warm if warm < n_epochs else 0
 
     def contrastive_active(self, ctx: TrainContext) -> bool:
         return ctx.epoch >= self.warmup_epochs(ctx.n_epochs) and bool(self.proto_ready)
