@@ -660,9 +660,10 @@ def _evaluate_and_write(model: Method, data: PreparedData, config: TrainConfig, 
     from semcov_lib.cdi import Resampling, SCGReference
     from semcov_lib.metrics import evaluate_split
 
-    info = data.info
-    # The training reference (coverage, (class, subgroup) counts, class counts) comes from data.info.
-    reference = SCGReference(coverage=info.coverage, group_counts=info.group_counts, class_counts=info.class_counts,
+    info, ref = data.info, data.eval_reference
+    # The training reference (coverage, (class, subgroup) counts, class counts): the training split's,
+    # or an oracle benchmark's `coverage_reference` split (the natural coverage it is judged against).
+    reference = SCGReference(coverage=ref.coverage, group_counts=ref.group_counts, class_counts=ref.class_counts,
                              classes=info.classes, descriptors=info.descriptors, subgroups=info.subgroups,
                              min_weight=config.min_weight, min_train_n=getattr(config, "min_train_n", 10),
                              min_group_n=getattr(config, "min_group_n", 30))
