@@ -398,6 +398,10 @@ class SemCovNet(Method):
         parts["cdi"] = float((w - 1.0).mean())  # mean extra weight on the rare side
         return (w * per_ce).mean()
 
+    def selection_start_epoch(self, n_epochs: int) -> int:
+        """With the coverage correction on, choose only among epochs where it acts (its final phase)."""
+        return self.cdi_warmup if self.use_cdi_reg and self.cdi_warmup < n_epochs else 0
+
     def on_epoch_end(self, ctx: TrainContext) -> None:
         if hasattr(self, "rare_weights"):
             self.rare_weights.end_epoch()  # closed loop: next epoch's SCG weights from this epoch's losses
