@@ -20,16 +20,25 @@ import pandas as pd
 
 from semcov_lib.config import ConfigError
 from semcov_lib.methods import METHODS
-from semcov_lib.runs import write_text_atomic
 from semcov_lib.tables import markdown_table, write_table  # noqa: F401 - used by the notebooks
 from semcov_lib.train import TrainConfig, run_dir_for, train_config
 
 MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
 METRIC_COLUMNS = (
     "accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece", "worst_group_accuracy",
-    "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "n_valid_scgs", "tail_error", "middle_error",
-    "head_error", "head_accuracy", "medium_accuracy", "tail_accuracy",
+    "worst_group_n", "worst_group_ci_low", "worst_group_ci_high", "worst_class_accuracy",
+    "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "cdi_p", "cdi_within", "cdi_within_signed", "cdi_within_p",
+    "n_valid_scgs", "tail_error", "middle_error", "head_error", "head_accuracy", "medium_accuracy", "tail_accuracy",
 )
+#: Metrics also read from the stress and val_stress sub-objects (columns ``stress_<key>``, ``val_stress_<key>``).
+SPLIT_COLUMNS = (
+    "cdi", "cdi_ci_low", "cdi_ci_high", "cdi_signed_rho", "cdi_p", "cdi_within", "cdi_within_signed", "cdi_within_p",
+    "n_valid_scgs", "accuracy", "balanced_accuracy", "macro_f1", "worst_group_accuracy", "worst_class_accuracy",
+    "tail_error", "middle_error", "head_error",
+)
+#: Text columns of a results frame (never coerced to numbers).
+TEXT_COLUMNS = ("method", "variant", "run_dir", "selection_metric", "sees_descriptors_at_test", "worst_group",
+                "worst_class", "configuration")
 #: What each run says about how it was chosen and what it saw (not averaged; one value per method).
 RUN_COLUMNS = ("selection_metric", "selection_start_epoch", "best_epoch", "sees_descriptors_at_test")
 SEMCOVNET_SWITCHES = ("use_sdm", "use_dam", "use_dva", "use_cdi_reg")
@@ -111,13 +120,13 @@ def results_frame(configs: list[TrainConfig], label: str | None = None, root: st
             row["variant"] = label
         row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
         row.update({k: metrics.get(k) for k in RUN_COLUMNS})
-        row.update({f"stress_{k}": metrics.get("stress", {}).get(k) for k in ("cdi", "cdi_signed_rho", "accuracy",
-                                                                              "macro_f1", "worst_group_accuracy")})
+        row.update({k: metrics.get(k) for k in ("worst_group", "worst_class")})
+        for split in ("stress", "val_stress"):
+            row.update({f"{split}_{k}": metrics.get(split, {}).get(k) for k in SPLIT_COLUMNS})
         row["run_dir"] = str(path.parent)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    numeric = [c for c in frame.columns if c not in ("method", "variant", "run_dir", "selection_metric",
-                                                     "sees_descriptors_at_test")]
+    numeric = [c for c in frame.columns if c not in TEXT_COLUMNS]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
     return frame
 
@@ -158,19 +167,8 @@ def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int =
     return out
 
 
-def update_readme_section(readme: str | Path, body: str, marker: str = "results") -> None:
-    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in the README."""
-    readme = Path(readme)
-    text = readme.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} ... {end} section to update")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    write_text_atomic(readme, f"{head}{start}\n{body.strip()}\n{end}{tail}")
-
-
-LOWER_IS_BETTER = {"cdi", "stress_cdi", "ece", "tail_error", "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"}
+LOWER_IS_BETTER = {"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error", "middle_error",
+                   "head_error", "cdi_ci_low", "cdi_ci_high"}
 
 
 def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> list[str]:
@@ -201,30 +199,85 @@ def descriptor_learner_configs(profile: str, seeds: Iterable[int]) -> list[Train
     return [train_config("sadcl", profile, s, {"hp": {"sadcl_task": "descriptors"}}) for s in seeds]
 
 
+#: Methods compared on every benchmark configuration (plus the rebalancing baseline chosen on
+#: validation and the balanced-coverage oracle).
+CONFIGURATION_METHODS = ("erm", "erm_desc", "semcovnet", "groupdro")
+#: The long-tail rebalancing baselines; the one compared across configurations is chosen on validation.
+REBALANCING_METHODS = ("cb", "focal", "ldam_drw", "balanced_softmax", "logit_adjustment", "crt")
+
+
+def configuration_configs(profile: str, seeds: Iterable[int], configurations: Iterable[str],
+                          methods: Iterable[str]) -> dict[tuple[str, str], list[TrainConfig]]:
+    """(configuration, method) -> runs on that named benchmark configuration; ``oracle`` is ERM
+    trained on the same configuration drawn with balanced concept coverage (the SCI that no
+    coverage fix removes), evaluated against the natural training coverage."""
+    from semcov_lib.benchmark import configuration_overrides
+
+    out: dict[tuple[str, str], list[TrainConfig]] = {}
+    for name in configurations:
+        overrides = configuration_overrides(name, profile)
+        for method in methods:
+            out[(name, method)] = [train_config(method, profile, s, {"benchmark_overrides": overrides}) for s in seeds]
+        oracle = {**overrides, "train_coverage": "balanced"}
+        out[(name, "oracle")] = [train_config("erm", profile, s, {"benchmark_overrides": oracle}) for s in seeds]
+    return out
+
+
+def best_rebalancing(profile: str, seeds: Iterable[int], root: str | Path | None = None) -> str | None:
+    """The rebalancing baseline with the lowest mean validation ``cdi_within`` (the coverage-balanced
+    validation part when present), or None while its runs are unfinished. Test splits choose nothing."""
+    configs = main_configs(profile, seeds, methods=REBALANCING_METHODS)
+    if any(not (run_dir_for(c, root) / "metrics.json").is_file() for c in configs):
+        return None
+    frame = results_frame(configs, root=root)
+    column = "val_stress_cdi_within" if frame["val_stress_cdi_within"].notna().any() else "cdi_within"
+    return str(frame.groupby("method")[column].mean().idxmin())
+
+
+def paired_table(baseline: list[TrainConfig], others: dict[str, list[TrainConfig]], split: str = "stress",
+                 n_boot: int = 2000, root: str | Path | None = None) -> pd.DataFrame:
+    """Paired hierarchical-bootstrap differences (method - baseline) of the default metrics on one
+    split, one block per method, with the levelling-down flag (Head/Middle error up, CI excluding 0)."""
+    from semcov_lib.paired import flag_levelling_down, paired_from_runs
+
+    base_dirs = [run_dir_for(c, root) for c in baseline]
+    frames = [flag_levelling_down(paired_from_runs(base_dirs, [run_dir_for(c, root) for c in configs], split=split,
+                                                   n_boot=n_boot)).assign(method=name, split=split)
+              for name, configs in others.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def reducible_share(paired: pd.DataFrame, gap: float) -> pd.Series:
+    """A method's CDI reduction as a share of the reducible gap CDI(ERM) - CDI(oracle)."""
+    return -paired["delta"] / gap if np.isfinite(gap) and gap > 0 else pd.Series(np.nan, index=paired.index)
+
+
 #: Keys of a notebook parameter file that decide which runs exist.
-PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "sweep_seeds", "lambda_dva_values", "lambda_cdi_values",
-                 "tail_exponents")
+PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "configurations")
 
 
-def pipeline_configs(params: dict[str, Any]) -> list[TrainConfig]:
+def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> list[TrainConfig]:
     """Every run the notebooks train for one parameter file (``notebooks/params/<profile>.yaml``).
 
     The main comparison, the SADCL descriptor learner, SemCovNet with predicted test-time
-    descriptors, the ablations, the λ sweeps and the
-    tail-exponent sweep, in that order, each run folder once. A notebook grid not listed here
-    would be trained by the notebook itself instead of by the grid.
+    descriptors, the ablations, the validation tuning grid and the benchmark configurations, in
+    that order, each run folder once. The configurations include the rebalancing baseline chosen
+    on validation only once the main runs it is chosen from have finished (run the grid again).
     """
+    from semcov_lib.tune import tune_configs
+
     missing = [k for k in PIPELINE_KEYS if k not in params]
     if missing:
         raise ConfigError(f"notebook parameters lack {missing}; a parameter file needs {list(PIPELINE_KEYS)}")
-    profile = params["profile"]
-    seeds, ablation_seeds, sweep_seeds = params["seeds"], params["ablation_seeds"], params["sweep_seeds"]
+    profile, seeds = params["profile"], params["seeds"]
+    rebalancing = best_rebalancing(profile, seeds, root)
+    methods = CONFIGURATION_METHODS + ((rebalancing,) if rebalancing else ())
     grids = [
         main_configs(profile, seeds),
         descriptor_learner_configs(profile, seeds),
         flatten(descriptor_source_configs(profile, seeds)),
-        flatten(ablation_configs(profile, ablation_seeds)),
-        flatten(sensitivity_configs(profile, sweep_seeds, params["lambda_dva_values"], params["lambda_cdi_values"])),
-        flatten(tail_sweep_configs(profile, sweep_seeds, params["tail_exponents"])),
+        flatten(ablation_configs(profile, params["ablation_seeds"])),
+        tune_configs(profile, seeds),
+        flatten(configuration_configs(profile, seeds, params["configurations"], methods)),
     ]
     return flatten([c for grid in grids for c in grid])

@@ -137,6 +137,12 @@ def _configs(profile: str, seeds: list[int], grid: dict[str, dict], overrides: d
     return pairs
 
 
+def tune_configs(profile: str, seeds, grid: dict | None = None, overrides: dict | None = None) -> list:
+    """Every run :func:`tune` trains (ERM, then each grid setting), for the ``grid`` command."""
+    grid = dict(DEFAULT_GRID if grid is None else grid)
+    return [c for _, c in _configs(profile, list(seeds), grid, dict(overrides or {}))]
+
+
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per setting: mean and sd over seeds, and the mean paired difference to ERM (``d_*``)."""
     erm = rows[rows["setting"] == "erm"].set_index("seed")
