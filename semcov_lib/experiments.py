@@ -21,7 +21,7 @@ import pandas as pd
 from semcov_lib.config import ConfigError
 from semcov_lib.methods import METHODS
 from semcov_lib.tables import markdown_table, write_table  # noqa: F401 - used by the notebooks
-from semcov_lib.train import TrainConfig, run_dir_for, train_config
+from semcov_lib.train import TrainConfig, is_finished, run_dir_for, train_config
 
 MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
 METRIC_COLUMNS = (
@@ -112,7 +112,7 @@ def results_frame(configs: list[TrainConfig], label: str | None = None, root: st
     rows = []
     for config in configs:
         path = run_dir_for(config, root) / "metrics.json"
-        if not path.is_file():
+        if not is_finished(path.parent):
             raise FileNotFoundError(f"run {config.method} seed {config.seed} has not been trained ({path.parent})")
         metrics = json.loads(path.read_text())
         row = {"method": config.method, "seed": config.seed}
@@ -227,7 +227,7 @@ def best_rebalancing(profile: str, seeds: Iterable[int], root: str | Path | None
     """The rebalancing baseline with the lowest mean validation ``cdi_within`` (the coverage-balanced
     validation part when present), or None while its runs are unfinished. Test splits choose nothing."""
     configs = main_configs(profile, seeds, methods=REBALANCING_METHODS)
-    if any(not (run_dir_for(c, root) / "metrics.json").is_file() for c in configs):
+    if any(not is_finished(run_dir_for(c, root)) for c in configs):
         return None
     frame = results_frame(configs, root=root)
     column = "val_stress_cdi_within" if frame["val_stress_cdi_within"].notna().any() else "cdi_within"

@@ -158,17 +158,19 @@ def celeba_fixture_attributes() -> dict[str, list[int]]:
 
 
 def write_celeba(dest: str | Path, layout: str = "flat", size: tuple[int, int] = (8, 10)) -> Path:
-    """CelebA annotation files (DATASETS.md §2) + 9 tiny JPEGs; ``layout`` "flat" or "official"."""
+    """CelebA annotation files + 9 tiny images; ``layout`` "flat", "official" (Anno/Eval/Img) or
+    "png" (the official PNG release: ``Img/img_align_celeba_png/000001.png``, annotations naming ``.jpg``)."""
     if layout == "flat":
         root = Path(dest) / "celeba"
         anno = evaldir = root
         imgdir = root / "img_align_celeba"
-    elif layout == "official":
+    elif layout in ("official", "png"):
         root = Path(dest) / "CelebA"
-        anno, evaldir, imgdir = root / "Anno", root / "Eval", root / "Img" / "img_align_celeba"
+        anno, evaldir = root / "Anno", root / "Eval"
+        imgdir = root / "Img" / ("img_align_celeba_png" if layout == "png" else "img_align_celeba")
         _text(root / "README.txt", "CelebA dataset (fixture copy)\n")
     else:
-        raise ValueError(f"unknown CelebA fixture layout {layout!r}; expected 'flat' or 'official'")
+        raise ValueError(f"unknown CelebA fixture layout {layout!r}; expected 'flat', 'official' or 'png'")
     rows = celeba_fixture_attributes()
     lines = [str(len(rows)), " ".join(CELEBA_ATTRIBUTES) + " "]  # trailing space after 'Young', as in the real file
     lines += [f"{f} " + " ".join(f"{v:2d}" for v in vals) for f, vals in rows.items()]
@@ -184,7 +186,14 @@ def write_celeba(dest: str | Path, layout: str = "flat", size: tuple[int, int] =
               f"{108 + i}  {154 + i}" for i, f in enumerate(rows)]
     _text(anno / "list_landmarks_align_celeba.txt", "\n".join(marks) + "\n")
     for i, f in enumerate(rows):
-        _image(imgdir / f, i, size)
+        if layout == "png":
+            path = imgdir / Path(f).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+
+            Image.new("RGB", size, _color(i)).save(path, format="PNG")
+        else:
+            _image(imgdir / f, i, size)
     return root
 
 
@@ -263,9 +272,11 @@ ISIC_TRAIN_ROWS = (
     ("ISIC2020_0000002_oth.jpg", "ISIC_0000002", 0, "IP_0000002", "IL_0000002", "male", "30.0", "head/neck", "nevus"),
     ("ISIC2017_0000003_oth.jpg", "ISIC_0000003", 0, "", "", "male", "80.0", "anterior torso", "seborrheic keratosis"),
 )
+#: As in the released CSVs, valid rows share lesions and patients with train rows: ISIC_0000011 is
+#: lesion IL_3060556 (train's ISIC_0025105), ISIC_0000012 is patient IP_8481777 (train's ISIC_0022327).
 ISIC_VALID_ROWS = (
-    ("ISIC2019_0000011_mel.jpg", "ISIC_0000011", 1, "", "IL_0000011", "female", "55.0", "upper extremity", "melanoma"),
-    ("ISIC2020_0000012_mel.jpg", "ISIC_0000012", 1, "IP_0000012", "IL_0000012", "male", "70.0", "palms/soles", "melanoma"),
+    ("ISIC2019_0000011_mel.jpg", "ISIC_0000011", 1, "", "IL_3060556", "female", "55.0", "upper extremity", "melanoma"),
+    ("ISIC2020_0000012_mel.jpg", "ISIC_0000012", 1, "IP_8481777", "IL_0000012", "male", "70.0", "palms/soles", "melanoma"),
     ("ISIC2019_0000013_oth.jpg", "ISIC_0000013", 0, "", "IL_0000013", "female", "25.0", "oral/genital", "nevus"),
     ("ISIC2019_0000014_oth.jpg", "ISIC_0000014", 0, "", "", "", "40.0", "lateral torso", "nevus"),
 )
@@ -338,23 +349,34 @@ def nus_fixture_tags(split: str) -> np.ndarray:
                      for i in range(len(rows))], dtype=np.int8)
 
 
-def write_nus_wide(dest: str | Path) -> Path:
-    """NUS-WIDE (DATASETS.md §5a): Flickr images, image lists with backslashes, concept labels, 1k-tag files."""
+#: As the release's ``Labels_lake_Train.txt`` (``-1130179`` at line 78,372), one label file holds a
+#: value that is not 0/1: (concept, split, 0-based row, value). The row has no other positive.
+NUS_BAD_LABEL = ("dog", "Train", 9, "-1130179")
+
+
+def write_nus_wide(dest: str | Path, tags_beside: bool = False) -> Path:
+    """NUS-WIDE: Flickr images, image lists with backslashes, concept labels (with the release's
+    one bad value, :data:`NUS_BAD_LABEL`), 1k-tag files (``tags_beside``: the separate tags zip
+    unpacked beside ``NUS-WIDE/`` rather than inside it)."""
     root = Path(dest) / "NUS-WIDE"
+    tag_dir = root.parent / "NUS_WID_Tags" if tags_beside else root / "NUS_WID_Tags"
     for split, rows in (("Train", NUS_TRAIN), ("Test", NUS_TEST)):
         _text(root / "ImageList" / f"{split}Imagelist.txt", "".join(f"{d}\\{f}\r\n" for d, f, _ in rows))
         for concept in NUS_CONCEPTS:
+            values = [str(1 if concept in pos else 0) for _, _, pos in rows]
+            if (concept, split) == NUS_BAD_LABEL[:2]:
+                values[NUS_BAD_LABEL[2]] = NUS_BAD_LABEL[3]
             _text(root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{split}.txt",
-                  "".join(f"{1 if concept in pos else 0}\n" for _, _, pos in rows))
+                  "".join(f"{v}\n" for v in values))
         tags = nus_fixture_tags(split)
-        _text(root / "NUS_WID_Tags" / f"{split}_Tags1k.dat", "".join("\t".join(map(str, r)) + "\n" for r in tags))
+        _text(tag_dir / f"{split}_Tags1k.dat", "".join("\t".join(map(str, r)) + "\n" for r in tags))
     everything = (*NUS_TRAIN, *NUS_TEST)
     _text(root / "ImageList" / "Imagelist.txt", "".join(f"{d}\\{f}\r\n" for d, f, _ in everything))
     for concept in NUS_CONCEPTS:
         _text(root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt",
               "".join(f"{1 if concept in pos else 0}\n" for _, _, pos in everything))
     _text(root / "Concepts81.txt", "".join(f"{c}\n" for c in NUS_CONCEPTS))
-    _text(root / "NUS_WID_Tags" / "TagList1k.txt", "".join(f"{t}\n" for t in NUS_TAGS))
+    _text(tag_dir / "TagList1k.txt", "".join(f"{t}\n" for t in NUS_TAGS))
     urls = ["Photo_file Photo_id url_Large url_Middle url_Small url_Original"]
     for i, (d, f, _) in enumerate(everything):
         urls.append(f"C:\\ImageData\\Flickr\\{d}\\{f} {f.split('_')[1][:-4]} null null null null")

@@ -66,7 +66,7 @@ def _from_bundle(root: Path, paths: list[Path], size: int) -> np.ndarray | None:
         return None
     try:
         files = json.loads(index.read_text())["files"]
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError):
         return None
     rows = np.empty(len(paths), dtype=np.int64)
     root_s = os.path.abspath(root)
@@ -82,8 +82,15 @@ def _from_bundle(root: Path, paths: list[Path], size: int) -> np.ndarray | None:
         if st.st_size != entry[1] or st.st_mtime_ns != entry[2]:
             return None
         rows[i] = entry[0]
-    array = np.load(npy, mmap_mode="r")
-    return np.ascontiguousarray(array[rows])
+    try:
+        array = np.load(npy, mmap_mode="r")
+        return np.ascontiguousarray(array[rows])
+    except (OSError, ValueError, IndexError) as exc:  # truncated or foreign bundle: decode the files
+        import warnings
+
+        warnings.warn(f"image bundle {npy} is unreadable ({exc}); decoding the image files instead",
+                      stacklevel=3)
+        return None
 
 
 def image_cache_key(paths: Sequence[str | Path], size: int) -> str:

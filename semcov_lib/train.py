@@ -7,10 +7,13 @@ One call of :func:`train` trains one (method, configuration, seed) and writes a 
 ``log.csv``           one row per epoch: training loss parts, validation metrics, time
 ``checkpoint.pt``     latest state (written atomically each epoch; removed when done)
 ``predictions_<split>.csv``  sample id, label, prediction and class probabilities
-``metrics.json``      test-split metrics plus a ``stress`` sub-object; written last
+``metrics.json``      test-split metrics plus a ``stress`` sub-object
+``model.pt``          the selected weights
+``COMPLETE``          the completion marker (configuration hash), written last
 
-A folder whose ``metrics.json`` matches the configuration is reused, not retrained; a
-folder with only a checkpoint resumes where it stopped. Training is seeded and
+A folder whose ``COMPLETE`` marker matches the configuration is reused, not retrained; any
+other folder resumes from its checkpoint (a kill between the final writes included). A lock
+file (``.lock``) keeps two processes from training into one folder at once. Training is seeded and
 deterministic on the CPU (same seed, same machine -> same numbers), uses mixed precision
 on CUDA, and runs data-parallel under ``torchrun`` (DistributedDataParallel).
 """
@@ -18,6 +21,7 @@ on CUDA, and runs data-parallel under ``torchrun`` (DistributedDataParallel).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -31,13 +35,25 @@ import pandas as pd
 import torch
 from torch import nn
 
-from semcov_lib.config import ConfigError, apply_overrides, load_yaml, parse_overrides, to_dict
+from semcov_lib.config import (
+    ConfigError,
+    apply_overrides,
+    coerce_values,
+    load_yaml,
+    parse_overrides,
+    require,
+    to_dict,
+)
+from semcov_lib.errors import SemcovError
 from semcov_lib.methods import build_method, method_defaults
 from semcov_lib.methods.base import DataInfo, Method, TrainContext
 from semcov_lib.paths import RUNS_DIR, cache_dir
 from semcov_lib.runs import (
+    RunFolderError,
     config_hash,
+    folder_lock,
     json_ready,
+    read_json,
     run_manifest,
     seed_everything,
     timer,
@@ -52,6 +68,14 @@ from semcov_lib.table import SCITable
 BACKBONE_DEFAULTS: dict[str, Any] = {
     "adapter_channels": 256, "cnn_widths": [32, 64, 128, 128], "lite0_input_size": None, "pretrained": True,
 }
+
+#: Bumped when what a run computes changes for an unchanged configuration (so old folders are not reused):
+#: 2 = phase-aware selection, the evaluation protocol's files and metrics, shipped text embeddings.
+RUN_FORMAT = 2
+
+#: Validation metrics a run may select its best epoch by (``last``: the final epoch).
+SELECTION_METRICS = ("macro_f1", "worst_class_accuracy", "balanced_accuracy", "accuracy", "last")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,6 +110,28 @@ class TrainConfig:
     amp: bool = True  # mixed precision (CUDA only)
     hp: dict = field(default_factory=dict)  # method hyper-parameter overrides
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "TrainConfig":
+        """Range and choice checks on top of the types (``config.coerce_value``), naming the key."""
+        src = "train config"
+        for key in ("epochs", "batch_size", "image_size", "feature_input_size"):
+            require(getattr(self, key) >= 1, src, key, getattr(self, key), "an integer >= 1")
+        for key in ("seed", "benchmark_seed", "warmup_epochs", "max_steps", "n_boot"):
+            require(getattr(self, key) >= 0, src, key, getattr(self, key), "an integer >= 0")
+        for key in ("lr", "shot_scale"):
+            require(getattr(self, key) > 0, src, key, getattr(self, key), "a number > 0")
+        for key in ("weight_decay", "min_weight"):
+            require(getattr(self, key) >= 0, src, key, getattr(self, key), "a number >= 0")
+        require(self.selection_metric in SELECTION_METRICS, src, "selection_metric", self.selection_metric,
+                f"one of {list(SELECTION_METRICS)}")
+        require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), src, "device",
+                self.device, "auto, cpu or cuda")
+        require(self.backbone_norm in ("batch", "group", "none"), src, "backbone_norm", self.backbone_norm,
+                "batch, group or none")
+        return self
+
     def resolved_hp(self) -> dict[str, Any]:
         """The method's DEFAULTS, the profile's backbone choice, then explicit overrides."""
         hp = {**BACKBONE_DEFAULTS, **method_defaults(self.method)}
@@ -105,6 +151,7 @@ class TrainConfig:
         data = to_dict(self)
         data["hp"] = self.resolved_hp()
         data["dataset_fingerprint"] = dataset_fingerprint(self)
+        data["run_format"] = RUN_FORMAT  # selection, evaluation or text-embedding changes: never reuse older runs
         for key in ("device", "amp"):
             data.pop(key)
         return data
@@ -144,35 +191,74 @@ def train_config(
         raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(TRAIN_PROFILES)}")
     values: dict[str, Any] = dict(TRAIN_PROFILES[profile])
     if config_file:
-        values.update(load_yaml(config_file))
-    values.update(overrides or {})
+        values.update(_nest_dotted(load_yaml(config_file)))
+    for key, value in _nest_dotted(overrides or {}).items():  # dotted keys merge into their mapping
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) and key in _MAPPING_KEYS \
+            else value
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     hp = dict(values.pop("hp", {}) or {})
     hp.update({k: v for k, v in values.items() if k not in train_keys})
     values = {k: v for k, v in values.items() if k in train_keys}
+    require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0, "train config", "seed",
+            seed, "an integer >= 0")
     config = apply_overrides(TrainConfig(method=method, profile=profile, seed=seed), values, "train config")
-    config = dataclasses.replace(config, hp=hp)
-    config.resolved_hp()  # validates method name and hyper-parameter keys now
-    check_selection_metric(config.selection_metric)
-    return config
+    dataclasses.replace(config, hp=hp).resolved_hp()  # validates the method name and hyper-parameter keys now
+    defaults = config.resolved_hp()  # (config.hp is still empty here)
+    return dataclasses.replace(config, hp=coerce_values(hp, defaults, f"{method} hyper-parameter"))
+
+
+_MAPPING_KEYS = ("dataset_options", "benchmark_overrides", "hp")
+
+
+def _nest_dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"dataset_options.missing_images": "drop"}`` -> ``{"dataset_options": {"missing_images": "drop"}}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        head, dot, rest = str(key).partition(".")
+        if dot and head in _MAPPING_KEYS and rest:
+            out.setdefault(head, {})[rest] = value
+        else:
+            out[key] = value
+    return out
 
 
 def dataset_fingerprint(config: TrainConfig) -> str:
     """What identifies the data of a run, so a changed dataset never reuses an old run.
 
     The embedded benchmark: its resolved generator configuration, seed and generator version.
-    A dataset folder: its path and the sizes and modification times of its top-level files.
+    A dataset folder: its path and every file below it (relative path, byte size, modification
+    time in ns), so a replaced or touched image changes the fingerprint. Listing 270k files
+    takes about a second; nothing is read.
     """
     if config.data:
         root = Path(config.data)
-        files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in root.iterdir() if p.is_file()) \
-            if root.is_dir() else []
-        return config_hash({"root": str(root.resolve()), "files": files}, 16)
+        digest = hashlib.sha256(f"semcov-data-v2 {root.resolve()}\n".encode())
+        for rel, size, mtime in _walk_files(root):
+            digest.update(f"{rel}\t{size}\t{mtime}\n".encode())
+        return digest.hexdigest()[:16]
     from semcov_lib.benchmark import benchmark_config
     from semcov_lib.benchmark import config_hash as benchmark_hash
 
     cfg = benchmark_config(config.profile, overrides=config.benchmark_overrides or None)
     return benchmark_hash(cfg, config.benchmark_seed)
+
+
+def _walk_files(root: Path) -> list[tuple[str, int, int]]:
+    """(relative POSIX path, size, mtime_ns) of every file below ``root``, sorted; lock and
+    temporary files (``.lock``, ``.*.tmp``) are skipped since they come and go."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            if name == ".lock" or (name.startswith(".") and ".tmp" in name):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # vanished while listing
+                continue
+            out.append((os.path.relpath(path, root).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 def run_dir_for(config: TrainConfig, root: str | Path | None = None) -> Path:
@@ -263,7 +349,13 @@ def _cached_features(images: torch.Tensor, config: TrainConfig, progress: bool) 
     )
     path = cache_dir() / "features" / f"{config.feature_backbone}-{config.feature_input_size}-{digest}.npy"
     if path.is_file():
-        return torch.from_numpy(np.load(path))
+        try:
+            feats = np.load(path)
+            if len(feats) == len(images):
+                return torch.from_numpy(feats)
+            raise ValueError(f"{len(feats)} rows for {len(images)} images")
+        except (OSError, ValueError, EOFError) as exc:  # truncated or foreign: rebuild it
+            warnings.warn(f"feature cache {path} is unreadable ({exc}); rebuilding it", stacklevel=2)
     feats = extract_features(images, name=config.feature_backbone, input_size=config.feature_input_size,
                              progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -398,8 +490,12 @@ def epoch_order(n: int, labels: torch.Tensor, mode: str, seed: int, epoch: int) 
 
 # --------------------------------------------------------------------------- training
 def _device(config: TrainConfig) -> torch.device:
+    """The device to train on; ``device=cuda`` without a usable GPU is a configuration error."""
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train config: device={config.device} but no CUDA GPU is available; "
+                          "use --set device=cpu (or device=auto)")
     return torch.device(config.device)
 
 
@@ -438,17 +534,6 @@ def _quick_scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
             "worst_class_accuracy": worst}
 
 
-#: Model-selection rules: the validation metric maximised, or the last epoch.
-SELECTION_METRICS = ("macro_f1", "worst_class_accuracy", "last")
-
-
-def check_selection_metric(name: str) -> str:
-    """``name`` if it is a selection rule, else a one-line error naming the key and the choices."""
-    if name not in SELECTION_METRICS:
-        raise ConfigError(f"selection_metric={name!r} is not a selection rule; choose one of {list(SELECTION_METRICS)}")
-    return name
-
-
 def _selection_score(rule: str, val: dict[str, float], epoch: int) -> float:
     """The number selection maximises at ``epoch`` (NaN counts as the worst score)."""
     score = float(epoch) if rule == "last" else float(val[rule])
@@ -477,21 +562,30 @@ def _lr_factor(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_ep
     return float(0.5 * (1.0 + np.cos(np.pi * min((t - config.warmup_epochs) / span, 1.0))))
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SemcovError, RuntimeError):
     """A checkpoint is corrupt or belongs to another configuration."""
+
+    hint = "re-run with --force to train from scratch, or choose another --out"
 
 
 def load_checkpoint(path: Path, expected_hash: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``) and check it is ours."""
+    """Load a checkpoint safely (``weights_only=True``) and check it is ours.
+
+    Never falls back to unpickling arbitrary objects: a file that does not load with
+    ``weights_only=True`` is reported as corrupt (torch's own message, which suggests
+    otherwise, is deliberately not passed on).
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a semcov checkpoint: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a semcov checkpoint "
+                              f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config_hash" not in state:
         raise CheckpointError(f"checkpoint {path} is not a semcov checkpoint (missing 'model'/'config_hash')")
     if expected_hash is not None and state["config_hash"] != expected_hash:
         raise CheckpointError(
-            f"checkpoint {path} was written by configuration {state['config_hash']}, not {expected_hash}"
+            f"checkpoint {path} was written by configuration {state['config_hash']}, not {expected_hash} "
+            "(another configuration trained into this folder)"
         )
     return state
 
@@ -504,21 +598,82 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
           force: bool = False) -> dict[str, Any]:
-    """Train one run and return its metrics (reusing a finished run folder when it matches)."""
-    rank, world = _distributed()
+    """Train one run and return its metrics (reusing a finished run folder when it matches).
+
+    Only a folder with a matching ``COMPLETE`` marker counts as finished; anything else resumes
+    from its checkpoint. The folder is locked while training: a second process on the same
+    folder gets a :class:`RunFolderError` at once instead of silently overwriting.
+    """
+    rank, _ = _distributed()
     run_dir = Path(run_dir) if run_dir else run_dir_for(config)
+    _device(config)  # device=cuda without a GPU fails before any work
     identity = config.identity()
     chash = config_hash(identity)
+    if not force and (done := finished_metrics(run_dir, chash)) is not None:
+        return done
+    if rank != 0:  # torchrun workers: rank 0 holds the lock and writes the folder
+        return _train_locked(config, run_dir, progress, force, identity, chash)
+    _prepare_run_dir(run_dir)
+    with folder_lock(run_dir, "training run"):
+        if not force and (done := finished_metrics(run_dir, chash)) is not None:
+            return done  # another process finished it while we waited for nothing
+        if force:
+            (run_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+        return _train_locked(config, run_dir, progress, force, identity, chash)
+
+
+#: Written last into a finished run folder: ``{"config_hash": ...}``.
+COMPLETE_MARKER = "COMPLETE"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """True once a run folder holds its completion marker (written after every other file)."""
+    return (Path(run_dir) / COMPLETE_MARKER).is_file()
+
+
+def finished_metrics(run_dir: Path, chash: str) -> dict[str, Any] | None:
+    """Metrics of a finished run of configuration ``chash`` in ``run_dir``, else None.
+
+    Finished = ``COMPLETE`` names ``chash``. A folder from before the marker existed counts as
+    finished when metrics.json, model.pt and a matching manifest exist and no checkpoint is
+    left (the old trainer deleted the checkpoint last); it gets its marker now.
+    A finished run of another configuration raises :class:`RunFolderError`.
+    """
+    marker, metrics_path = run_dir / COMPLETE_MARKER, run_dir / "metrics.json"
+    if marker.is_file():
+        owner = read_json(marker).get("config_hash")
+    elif metrics_path.is_file() and (run_dir / "model.pt").is_file() and not (run_dir / "checkpoint.pt").exists():
+        owner = read_json(run_dir / "manifest.json").get("config_hash")
+        if owner == chash:
+            try:
+                write_json_atomic(marker, {"config_hash": chash})
+            except OSError:  # a read-only folder of results: reuse it all the same
+                pass
+    else:
+        return None
+    if owner != chash:
+        raise RunFolderError(f"{run_dir} holds a finished run of another configuration ({owner}, not {chash})",
+                             hint="choose another --out, or re-run with --force to replace it")
+    return read_json(metrics_path)
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder; a path that is a file or not writable is a one-line error."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"--out {run_dir} is a file, not a folder", hint="choose a folder for --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunFolderError(f"run folder {run_dir} is not writable", hint="choose another --out")
+
+
+def _train_locked(config: TrainConfig, run_dir: Path, progress: bool, force: bool, identity: dict[str, Any],
+                  chash: str) -> dict[str, Any]:
+    """The training proper (the caller holds the folder lock)."""
+    rank, world = _distributed()
     metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and not force:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        if manifest.get("config_hash") == chash:
-            return json.loads(metrics_path.read_text())
-        raise ValueError(f"{run_dir} holds a finished run of another configuration; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress and rank == 0 and os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True")
 
-    check_selection_metric(config.selection_metric)  # before any data or epoch
     timings: dict[str, float] = {}
     with timer(timings, "data"):
         data = prepare_data(config, progress=progress)
@@ -638,14 +793,22 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     write_json_atomic(run_dir / "config.json", identity)
     write_json_atomic(run_dir / "manifest.json", run_manifest(
         identity, config.seed, timings, config_hash=chash, device=str(device), world_size=world,
-        dataset=data.table.name, n_train=len(train_split),
+        dataset=data.table.name, n_train=len(train_split), dataset_counts=data.table.meta.get("counts", {}),
     ))
     write_json_atomic(metrics_path, metrics)
+    _stop_point("metrics")  # simulated kill between the final writes (tests)
     torch.save(model.state_dict(), run_dir / ".model.pt.tmp")
     (run_dir / ".model.pt.tmp").replace(run_dir / "model.pt")
+    write_json_atomic(run_dir / COMPLETE_MARKER, {"config_hash": chash})  # last: the run is finished
     ckpt_path.unlink(missing_ok=True)
     _finish_distributed(world)
-    return json.loads(metrics_path.read_text())
+    return read_json(metrics_path)
+
+
+def _stop_point(name: str) -> None:
+    """Exit at once (code 17) when ``SEMCOV_STOP_AT`` names this point: simulates a kill in tests."""
+    if os.environ.get("SEMCOV_STOP_AT") == name:
+        os._exit(17)
 
 
 def _evaluate_and_write(model: Method, data: PreparedData, config: TrainConfig, run_dir: Path,
@@ -774,7 +937,7 @@ def unfinished(configs: list[TrainConfig], root: str | Path | None = None) -> li
     todo: dict[Path, TrainConfig] = {}
     for c in configs:
         folder = run_dir_for(c, root)
-        if not (folder / "metrics.json").is_file():
+        if not is_finished(folder):
             todo.setdefault(folder, c)
     return list(todo.values())
 
@@ -813,32 +976,43 @@ def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | Non
 def load_run(config: TrainConfig, root: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a finished run; a clear error when it has not been trained."""
     path = run_dir_for(config, root) / "metrics.json"
-    if not path.is_file():
+    if not is_finished(path.parent):
         raise FileNotFoundError(f"no finished run for {config.method} seed {config.seed} at {path.parent}")
     return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
+    from semcov_lib.loaders import available_datasets
     from semcov_lib.methods import METHODS
 
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", required=True, choices=sorted(METHODS), metavar="METHOD",
+                        help=f"method to train: {', '.join(sorted(METHODS))}")
+    parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES),
+                        help="training profile: smoke (tiny, seconds), default (cached frozen features, "
+                             "laptop CPU), paper (end-to-end fine-tuning); default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="training seed, an integer >= 0 (default: 0)")
     parser.add_argument("--out", help="run folder (default: reports/runs/<method>/<hash>-s<seed>)")
     parser.add_argument("--data", help="dataset folder to train on instead of the profile's benchmark")
-    parser.add_argument("--dataset", default="milk10k", help="loader for --data (default: milk10k layout)")
+    parser.add_argument("--dataset", default="milk10k", choices=available_datasets(), metavar="LOADER",
+                        help=f"loader for --data: {', '.join(available_datasets())} (default: milk10k)")
+    parser.add_argument("--missing-images", choices=("error", "drop", "keep"),
+                        help="images listed by the dataset but absent on disk: stop (error, the default), "
+                             "drop their rows with a counted warning, or keep the rows")
     parser.add_argument("--config", help="YAML file of training keys and method hyper-parameters")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a training key or method hyper-parameter (repeatable)")
+                        help="override a training key or method hyper-parameter (repeatable); "
+                             "dataset_options.NAME=VALUE sets a loader option")
     parser.add_argument("--force", action="store_true", help="retrain even when a finished run exists")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args) -> int:
     overrides = parse_overrides(args.set)
     if args.data:
         overrides.update(data=str(Path(args.data).resolve()), dataset=args.dataset)
+    if args.missing_images:
+        overrides["dataset_options.missing_images"] = args.missing_images
     config = train_config(args.method, args.profile, args.seed, overrides, args.config)
     out = Path(args.out) if args.out else run_dir_for(config)
     metrics = train(config, out, progress=not args.no_progress, force=args.force)
@@ -847,4 +1021,15 @@ def run(args) -> int:
         summary = ", ".join(f"{k}={metrics[k]:.3f}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}"
                             for k in keys)
         print(f"{config.method} seed {config.seed} -> {out}: {summary}")
+        dropped = _manifest_counts(out).get("missing_images")
+        if dropped:
+            policy = config.dataset_options.get("missing_images", "error")
+            print(f"{dropped} listed image(s) absent on disk: {'dropped' if policy == 'drop' else 'kept'} "
+                  f"(missing_images={policy})")
     return 0
+
+
+def _manifest_counts(run_dir: Path) -> dict[str, Any]:
+    """The loader's counts (e.g. missing images) recorded in a run's manifest."""
+    path = run_dir / "manifest.json"
+    return (json.loads(path.read_text()).get("dataset_counts") or {}) if path.is_file() else {}

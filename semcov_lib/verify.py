@@ -10,6 +10,11 @@ unknown are reported as *unchecked* (present, content not verified), never as ve
 
 Exit code 0 when every required entry is present and matches, 1 otherwise.
 
+Known problems of a dataset's release are flagged after the file checks (``FLAG`` lines; they do
+not change the exit code, since a faithful copy has them too, and the loaders handle them):
+NUS-WIDE label values other than 0/1 (file, line, value), and ISIC-DICM-17K valid rows that share
+a lesion or patient with the train file.
+
 Manifest schema (keys used here; the manifests also document source, licence, citation, ...)::
 
     name: celeba
@@ -81,6 +86,7 @@ class VerifyReport:
     manifest: Path
     check_hashes: bool
     entries: list[EntryResult] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # known problems of the release found in the copy
 
     @property
     def ok(self) -> bool:
@@ -111,6 +117,7 @@ class VerifyReport:
             where = f" (found as {e.found})" if shown else ""
             detail = f"  [{e.detail}]" if e.detail else ""
             lines.append(f"  {LABELS[e.status]:<{width}}  {e.path}{where}{detail}")
+        lines += [f"  FLAG  {flag}" for flag in self.flags]
         n_ok, n_un = len(self.by_status("ok")), len(self.unchecked)
         if self.ok:
             lines.append(f"result: OK ({n_ok} verified, {n_un} present but unchecked, "
@@ -123,7 +130,7 @@ class VerifyReport:
 
 # --------------------------------------------------------------------------- manifests
 def manifest_path(name: str, manifest_dir: str | Path | None = None) -> Path:
-    """``<manifest_dir>/<name>.yaml`` (default: the repository's ``data_manifests``)."""
+    """``<manifest_dir>/<name>.yaml`` (default: the manifests shipped in the package)."""
     directory = Path(manifest_dir) if manifest_dir is not None else MANIFESTS_DIR
     path = directory / f"{name}.yaml"
     if not path.is_file():
@@ -284,16 +291,59 @@ def verify_dataset(name: str, root: str | Path, manifest_dir: str | Path | None 
                               EntryResult(entry["path"], "missing" if entry.get("required", True) else
                                           "absent_optional", f"root {root} does not exist",
                                           required=bool(entry.get("required", True))))
+    check = CONTENT_CHECKS.get(report.name)
+    if check is not None and root.is_dir():
+        report.flags = check(base)
     return report
+
+
+# --------------------------------------------------------------------------- known release problems
+def nus_wide_label_flags(base: Path) -> list[str]:
+    """Every NUS-WIDE label file holding a value other than 0/1: file, first line, value, count."""
+    flags = []
+    for path in sorted((base / "Groundtruth").rglob("Labels_*.txt")):
+        lines = path.read_bytes().splitlines()
+        bad = [(i, line.strip()) for i, line in enumerate(lines, start=1) if line.strip() not in (b"0", b"1", b"")]
+        if bad:
+            lineno, value = bad[0]
+            more = f" ({len(bad)} such lines)" if len(bad) > 1 else ""
+            flags.append(f"{path.relative_to(base)}, line {lineno}: label {value.decode(errors='replace')!r} is "
+                         f"not 0 or 1{more}; the loader reads it as missing")
+    return flags
+
+
+def isic_overlap_flags(base: Path) -> list[str]:
+    """ISIC-DICM-17K valid rows sharing a lesion or patient with the train file."""
+    import numpy as np
+    import pandas as pd
+
+    from semcov_lib.loaders.isic_dicm import CSV_FILES, overlap_counts
+
+    if not all((base / name).is_file() for name in CSV_FILES):
+        return []
+    frames = [pd.read_csv(base / name, dtype=str, keep_default_na=False).assign(_source=source)
+              for source, name in zip(("train", "valid"), CSV_FILES)]
+    data = pd.concat(frames, ignore_index=True)
+    counts = overlap_counts(data, data["_source"].to_numpy())
+    n_valid = int(np.sum(data["_source"] == "valid"))
+    shared = counts["valid_rows_sharing_lesion_or_patient_with_train"]
+    if not shared:
+        return []
+    return [f"{CSV_FILES[1]}: {shared} of {n_valid} rows share a lesion or patient with {CSV_FILES[0]} "
+            f"({counts['valid_rows_sharing_lesion_with_train']} a lesion); evaluating on the valid file is "
+            "optimistic: the loader's default split='grouped' keeps lesions and patients together"]
+
+
+CONTENT_CHECKS = {"nus_wide": nus_wide_label_flags, "isic_dicm_17k": isic_overlap_flags}
 
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m semcov_lib verify``."""
-    parser.add_argument("dataset", help="dataset name (a data_manifests/<name>.yaml), e.g. celeba")
+    parser.add_argument("dataset", help="dataset name (one of the shipped data manifests), e.g. celeba")
     parser.add_argument("--root", required=True, help="folder holding the local copy of the dataset")
     parser.add_argument("--no-hash", action="store_true", help="skip hashing (sizes, line and file counts only)")
-    parser.add_argument("--manifest", default=None, help="use this manifest file instead of data_manifests/<dataset>.yaml")
+    parser.add_argument("--manifest", default=None, help="use this manifest file instead of the shipped one")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -97,6 +97,16 @@ def test_celeba_official_layout_matches_flat(shared, tmp_path):
     pd.testing.assert_frame_equal(a.frame[cols], b.frame[cols])
 
 
+def test_celeba_png_release_is_found(shared, tmp_path):
+    root = fx.write_fixture("celeba", tmp_path, layout="png")
+    assert (root / "Img" / "img_align_celeba_png" / "000001.png").is_file()
+    a, b = load_celeba(shared["celeba"]), load_celeba(tmp_path)
+    assert b.frame["image_path"].iloc[0] == "Img/img_align_celeba_png/000001.png"
+    assert all(p.is_file() for p in b.image_paths())
+    cols = [c for c in a.frame.columns if c != "image_path"]
+    pd.testing.assert_frame_equal(a.frame[cols], b.frame[cols])  # same ids (the annotation's .jpg names)
+
+
 def test_celeba_options(shared):
     root = shared["celeba"]
     t = load_celeba(root, target="Smiling", subgroup="none")
@@ -293,10 +303,31 @@ def test_cub_missing_pair_warns_and_bad_tables(tmp_path):
         quiet(load_cub_200_2011, root)
 
 
+# =========================================================================== MILK10k
+def test_milk10k_flat_image_folder_of_any_name_is_found(tmp_path):
+    from semcov_lib.loaders.milk10k import load_milk10k
+
+    root = fx.write_fixture("milk10k", tmp_path, lesions_per_class=1)
+    nested = load_milk10k(root)
+    flat = root / "my_images"
+    flat.mkdir()
+    for image in (root / "MILK10k_Training_Input").rglob("*.jpg"):
+        image.rename(flat / image.name)
+    shutil.rmtree(root / "MILK10k_Training_Input")
+    table = load_milk10k(root)  # no images_dir= needed
+    assert all(p.startswith("my_images/") for p in table.frame["image_path"])
+    cols = [c for c in nested.frame.columns if c != "image_path"]
+    pd.testing.assert_frame_equal(nested.frame[cols], table.frame[cols])
+    (flat / "copy").mkdir()
+    shutil.copy(next(flat.glob("*.jpg")), flat / "copy")
+    with pytest.raises(Exception, match="exists more than once"):
+        load_milk10k(root)
+
+
 # =========================================================================== ISIC-DICM-17K
 def test_isic_default(shared):
     root = shared["isic_dicm_17k"]
-    t = load_isic_dicm_17k(root)
+    t = quiet(load_isic_dicm_17k, root, split="official")
     assert_common(t, 10)
     assert t.classes == ["non_melanoma", "melanoma"] and t.descriptors == list(MONET_COLUMNS)
     f = t.frame.set_index("sample_id")
@@ -315,7 +346,36 @@ def test_isic_default(shared):
     desc = pd.read_csv(root / "descriptors.csv").set_index("isic_id")
     np.testing.assert_allclose(f.loc[desc.index, list(MONET_COLUMNS)].to_numpy(), desc.to_numpy())
     assert np.isnan(f.loc["ISIC_0033171", "age_approx"]) and f.loc["ISIC_0025105", "age_approx"] == 65.0
-    assert load_isic_dicm_17k(root).frame.equals(t.frame)  # seeded split is reproducible
+    assert quiet(load_isic_dicm_17k, root, split="official").frame.equals(t.frame)  # seeded split is reproducible
+
+
+def test_isic_official_split_warns_on_lesion_and_patient_overlap(shared):
+    with pytest.warns(DatasetWarning, match="2 of 4 valid rows share a lesion or patient with the train CSV"):
+        t = load_isic_dicm_17k(shared["isic_dicm_17k"], split="official")
+    assert t.meta["counts"]["valid_rows_sharing_lesion_with_train"] == 1
+    assert t.meta["counts"]["valid_rows_sharing_patient_with_train"] == 1
+
+
+def test_isic_default_split_keeps_lesions_and_patients_together(shared):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DatasetWarning)  # no overlap warning: the split has none
+        t = load_isic_dicm_17k(shared["isic_dicm_17k"])
+    split = t.frame.set_index("sample_id")["split"]
+    assert split["ISIC_0000011"] == split["ISIC_0025105"]  # same lesion
+    assert split["ISIC_0000012"] == split["ISIC_0022327"]  # same patient
+    assert set(split) == {"train", "val", "test"} and t.meta["split"] == "grouped"
+    for column in ("lesion_id", "patient_id"):
+        ids = t.frame[t.frame[column].notna()]
+        assert (ids.groupby(column)["split"].nunique() == 1).all(), column
+    assert load_isic_dicm_17k(shared["isic_dicm_17k"]).frame.equals(t.frame)  # seeded
+
+
+def test_isic_second_copy_of_the_images_is_named(tmp_path):
+    root = fx.write_fixture("isic_dicm_17k", tmp_path)
+    shutil.copytree(root / "images", root / "backup" / "images")
+    with pytest.raises(DatasetError, match=r"10 of 10 listed images exist more than once.*backup/images/.*images_dir="):
+        load_isic_dicm_17k(root)
+    assert len(load_isic_dicm_17k(root, images_dir=root / "backup")) == 10
 
 
 def test_isic_subgroups_and_seeds(shared):
@@ -328,7 +388,7 @@ def test_isic_subgroups_and_seeds(shared):
     assert load_isic_dicm_17k(root, subgroup="none").subgroup_levels() == ["none"]
     with pytest.raises(DatasetError, match="unknown subgroup 'skin_tone_class'"):
         load_isic_dicm_17k(root, subgroup="skin_tone_class")
-    splits = {tuple(load_isic_dicm_17k(root, split_seed=s).frame["split"]) for s in range(6)}
+    splits = {tuple(quiet(load_isic_dicm_17k, root, split_seed=s, split="official").frame["split"]) for s in range(6)}
     assert len(splits) > 1  # the seed changes the val/test split
 
 
@@ -397,7 +457,9 @@ def test_nus_wide_default(shared):
     assert "dropped 1 images with several positive concepts" in messages
     assert_common(t, 14)
     assert t.classes == list(fx.NUS_CONCEPTS) and t.descriptors == list(fx.NUS_TAGS)
-    assert t.meta["counts"] == {"no_positive_concept": 1, "several_positive_concepts": 1, "missing_images": 0}
+    assert "Labels_dog_Train.txt, line 10: label '-1130179' is not 0 or 1; read as missing" in messages
+    assert t.meta["counts"] == {"invalid_label_values": 1, "no_positive_concept": 1, "several_positive_concepts": 1,
+                                "missing_images": 0}
     f = t.frame.set_index("sample_id")
     assert "actor/0001_2124494179.jpg" in f.index  # backslash path converted
     assert f.loc["actor/0001_2124494179.jpg", "image_path"] == "Flickr/actor/0001_2124494179.jpg"
@@ -430,6 +492,29 @@ def test_nus_wide_policy_concepts_and_layout(tmp_path):
         load_nus_wide(root, label_policy="multi")
 
 
+def test_nus_wide_tags_zip_unpacked_beside_the_dataset(tmp_path):
+    root = fx.write_fixture("nus_wide", tmp_path, tags_beside=True)
+    assert not (root / "NUS_WID_Tags").exists() and (root.parent / "NUS_WID_Tags" / "TagList1k.txt").is_file()
+    for where in (root, root.parent):
+        t = quiet(load_nus_wide, where)
+        assert len(t) == 14 and t.descriptors == list(fx.NUS_TAGS)
+
+
+def test_nus_wide_missing_images_dropped_and_counted_from_the_cli_config(tmp_path):
+    from semcov_lib.train import train_config
+
+    root = fx.write_fixture("nus_wide", tmp_path)
+    (root / "Flickr" / "cat" / "0001_100020.jpg").unlink()
+    with pytest.raises(MissingFileError, match="1 of 14 listed images are absent"):
+        quiet(load_nus_wide, root)
+    config = train_config("erm", "smoke", 0, {"data": str(root), "dataset": "nus_wide",
+                                              "dataset_options.missing_images": "drop"})
+    assert config.dataset_options == {"missing_images": "drop"}
+    with pytest.warns(DatasetWarning, match="1 of 14 listed images are absent.*dropped those rows"):
+        t = load_dataset(config.dataset, config.data, **config.dataset_options)
+    assert len(t) == 13 and t.meta["counts"]["missing_images"] == 1
+
+
 def test_nus_wide_bad_files(tmp_path):
     root = fx.write_fixture("nus_wide", tmp_path)
     labels = root / "Groundtruth" / "TrainTestLabels" / "Labels_cat_Train.txt"
@@ -438,7 +523,10 @@ def test_nus_wide_bad_files(tmp_path):
     with pytest.raises(DatasetError, match=r"Labels_cat_Train.txt: 13 label rows but .*TrainImagelist.txt lists 12"):
         quiet(load_nus_wide, root)
     labels.write_text(original.replace("1\n", "2\n", 1))
-    with pytest.raises(DatasetError, match=r"Labels_cat_Train.txt, line 7: label is not 0 or 1: '2'"):
+    with pytest.warns(DatasetWarning, match=r"Labels_cat_Train.txt, line 7: label '2' is not 0 or 1; read as missing"):
+        assert "cat/0001_100020.jpg" not in load_nus_wide(root).frame["sample_id"].tolist()
+    labels.write_text(original.replace("1\n", "yes\n", 1))
+    with pytest.raises(DatasetError, match=r"Labels_cat_Train.txt, line 7: field 1 'yes' is not a number"):
         quiet(load_nus_wide, root)
     labels.unlink()
     with pytest.raises(MissingFileError, match=r"labels of concept 'cat' \(Train\) not found"):
@@ -540,11 +628,27 @@ def test_vireofood_bad_files(tmp_path):
         load_vireofood172(root)
     edit(split_dir / "TE.txt", "/soup/3_4.jpg", "/3/3_4.jpg")
     edit(split_dir / "IngredientList.txt", "Tomato\n", "")
-    with pytest.raises(DatasetError, match="IngredientList.txt: 4 ingredient names but IngreLabel.txt has 5"):
+    with pytest.raises(DatasetError, match="IngredientList.txt: 4 names but 5 value columns in IngreLabel.txt"):
         load_vireofood172(root)
     fx.write_fixture("vireofood172", tmp_path)
     (root / "ready_chinese_food" / "2" / "2_3.jpg").unlink()
     with pytest.raises(MissingFileError, match=r"1 of 12 listed images are absent .* e.g. '2/2_3.jpg'"):
+        load_vireofood172(root)
+
+
+def test_vireofood_header_or_blank_line_in_name_lists_cannot_shift_names(tmp_path):
+    root = fx.write_fixture("vireofood172", tmp_path)
+    split_dir = root / "SplitAndIngreLabel"
+    foods = (split_dir / "FoodList.txt").read_text()
+    (split_dir / "FoodList.txt").write_text("Food name\n" + foods)  # a header line
+    with pytest.raises(DatasetError, match=r"FoodList.txt: 4 names but 3 class ids .*first line: 'Food name'"):
+        load_vireofood172(root)
+    (split_dir / "FoodList.txt").write_text(foods.replace("\n", "\n\n", 1))  # a blank line inside
+    with pytest.raises(DatasetError, match=r"FoodList.txt, line 2: blank line"):
+        load_vireofood172(root)
+    (split_dir / "FoodList.txt").write_text(foods + "\n\n")  # trailing blank lines are fine
+    edit(split_dir / "IngredientList.txt", "Potato\n", "\nPotato\n")
+    with pytest.raises(DatasetError, match=r"IngredientList.txt, line 2: blank line"):
         load_vireofood172(root)
 
 

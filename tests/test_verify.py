@@ -164,3 +164,20 @@ def test_shipped_manifest_flags_a_fixture_as_incomplete(tmp_path):
     assert not report.ok
     images = next(e for e in report.entries if e.path == "CUB_200_2011/images.txt")
     assert images.status == "lines_mismatch" and "expected 11788" in images.detail
+
+
+def test_verify_flags_the_nus_wide_bad_label_value(tmp_path, capsys):
+    root = fx.write_fixture("nus_wide", tmp_path, tags_beside=True)
+    report = verify_dataset("nus_wide", tmp_path, check_hashes=False)
+    tags = next(e for e in report.entries if e.path == "NUS_WID_Tags/TagList1k.txt")
+    assert tags.status != "missing"  # found beside NUS-WIDE/
+    assert report.flags == ["Groundtruth/TrainTestLabels/Labels_dog_Train.txt, line 10: label '-1130179' is not "
+                            "0 or 1; the loader reads it as missing"]
+    code, out = run_cli(capsys, "nus_wide", "--root", str(root), "--no-hash")
+    assert "FLAG  Groundtruth/TrainTestLabels/Labels_dog_Train.txt, line 10" in out
+
+
+def test_verify_flags_the_isic_lesion_and_patient_overlap(tmp_path):
+    root = fx.write_fixture("isic_dicm_17k", tmp_path)
+    (flag,) = verify_dataset("isic_dicm_17k", root, check_hashes=False).flags
+    assert flag.startswith("valid-set-metadata.csv: 2 of 4 rows share a lesion or patient") and "(1 a lesion)" in flag

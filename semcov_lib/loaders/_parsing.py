@@ -334,13 +334,17 @@ class ImageIndex:
     """Resolve image files under a folder: the listed relative path first, then by file name anywhere below.
 
     Folder listings are cached, so checking 200k images costs one listing per sub-folder.
-    A file name found more than once below the folder is ambiguous and never used.
+    A file name found more than once below the folder is ambiguous and never used; a lookup
+    that failed only because of that is recorded in ``ambiguous`` (name -> every copy), so
+    errors can name the copies instead of calling the image absent.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._listings: dict[Path, set[str]] = {}
         self._by_name: dict[str, Path | None] | None = None
+        self._copies: dict[str, list[Path]] = {}
+        self.ambiguous: dict[str, list[Path]] = {}
 
     def _listing(self, folder: Path) -> set[str]:
         if folder not in self._listings:
@@ -359,9 +363,17 @@ class ImageIndex:
         """The unique file called ``name`` anywhere below the folder, else None."""
         if self._by_name is None:
             index: dict[str, Path | None] = {}
-            for folder, _dirs, files in os.walk(self.directory, followlinks=True):
+            for folder, dirs, files in os.walk(self.directory, followlinks=True):
+                dirs.sort()
                 for fname in files:
-                    index[fname] = None if fname in index else Path(folder) / fname
+                    if fname in index:
+                        first = index[fname]
+                        if first is not None:
+                            self._copies[fname] = [first]
+                        self._copies[fname].append(Path(folder) / fname)
+                        index[fname] = None
+                    else:
+                        index[fname] = Path(folder) / fname
             self._by_name = index
         return self._by_name.get(name)
 
@@ -377,6 +389,9 @@ class ImageIndex:
                 hit = self.by_name(Path(rel).name)
                 if hit is not None:
                     return hit
+        copied = [Path(rel).name for rel in candidates if rel and Path(rel).name in self._copies]
+        if copied:
+            self.ambiguous[copied[0]] = self._copies[copied[0]]
         return None
 
 
@@ -389,8 +404,11 @@ def relative_to(path: Path, base: Path) -> str:
 
 
 def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], where: str, images_dir: Path,
-                         policy: str, meta: dict) -> np.ndarray:
+                         policy: str, meta: dict, index: ImageIndex | None = None) -> np.ndarray:
     """Apply the ``missing_images`` policy; return the mask of rows to keep.
+
+    When ``index`` saw the absent names more than once below ``images_dir`` (a second copy of
+    the images), the error says so and names both copies instead of calling them absent.
 
     ``"error"`` (default) raises naming the first few absent images and the count;
     ``"drop"`` drops those rows with a counted warning; ``"keep"`` keeps them (the table can still be
@@ -404,11 +422,20 @@ def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], wh
     if not n_missing:
         return np.ones(len(found), dtype=bool)
     names = [listed[i] for i in np.flatnonzero(missing)]
+    dupes = sorted(index.ambiguous) if index is not None else []
+    if dupes:
+        meta.setdefault("counts", {})["duplicated_images"] = len(dupes)
+        copies = " and ".join(relative_to(p, images_dir) for p in index.ambiguous[dupes[0]][:3])
+        raise DatasetError(f"{where}: {len(dupes)} of {len(found)} listed images exist more than once under "
+                           f"{images_dir}, e.g. {dupes[0]} at {copies}; delete the extra copy or pass "
+                           "images_dir= pointing at one copy")
     text = (f"{where}: {n_missing} of {len(found)} listed images are absent under {images_dir}, "
             f"e.g. {preview(names)}")
     if policy == "error":
-        raise MissingFileError(text + " (pass missing_images='drop' to drop them or 'keep' to keep "
-                               "the rows without pixels)")
+        error = MissingFileError(text + " (pass missing_images='drop' to drop them or 'keep' to keep "
+                                 "the rows without pixels)")
+        error.hint = "on the command line: train ... --missing-images drop (or keep)"
+        raise error
     if policy == "drop":
         warn(text + "; dropped those rows", meta)
         return ~missing

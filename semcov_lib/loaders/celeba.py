@@ -10,7 +10,8 @@ Accepted layouts (the first one found wins):
 * torchvision's flat layout: ``<root>/celeba/{list_attr_celeba.txt, list_eval_partition.txt,
   identity_CelebA.txt, img_align_celeba/}`` or the same files directly in ``<root>``;
 * the official Drive layout: ``<root>/[CelebA/]{Anno/list_attr_celeba.txt, Eval/list_eval_partition.txt,
-  Img/img_align_celeba/}``;
+  Img/img_align_celeba/}``, or its PNG release ``Img/img_align_celeba_png/`` (``000001.png`` for the
+  ``000001.jpg`` the annotation files name; the sample ids keep the annotation names);
 * (cheap extra) the Kaggle CSV mirror: ``list_attr_celeba.csv`` / ``list_eval_partition.csv``
   headed ``image_id,...`` and an ``img_align_celeba/img_align_celeba/`` double folder.
 
@@ -97,7 +98,8 @@ _PART_FILES = ("list_eval_partition.txt", "Eval/list_eval_partition.txt", "list_
                "Anno/list_eval_partition.txt")
 _ID_FILES = ("identity_CelebA.txt", "Anno/identity_CelebA.txt")
 _IMG_DIRS = ("img_align_celeba", "img_align_celeba/img_align_celeba", "Img/img_align_celeba",
-             "Img/img_align_celeba/img_align_celeba")
+             "Img/img_align_celeba/img_align_celeba", "Img/img_align_celeba_png", "img_align_celeba_png",
+             "Img/img_align_celeba_png/img_align_celeba_png")
 
 
 def leaking_attributes(target: str) -> list[str]:
@@ -170,8 +172,10 @@ def load_celeba(
     image_dir = (Path(images_dir).expanduser() if images_dir is not None
                  else _find_images(base, files[0], required=missing_images != "keep"))
     index = ImageIndex(image_dir)
-    found = [index.direct(f) for f in files]
-    keep = apply_missing_images(found, files, f"CelebA ({attr_path})", image_dir, missing_images, meta)
+    image_name = _image_namer(image_dir, files[0])
+    found = [index.direct(image_name(f)) for f in files]
+    keep = apply_missing_images(found, files, f"CelebA ({attr_path})", image_dir, missing_images, meta,
+                                index=index)
     paths = [relative_to(p if p is not None else image_dir / f, base) for p, f in zip(found, files)]
 
     # ---- table
@@ -227,11 +231,22 @@ def _find_optional(base: Path, rels: Sequence[str]) -> Path | None:
 def _find_images(base: Path, probe: str, required: bool = True) -> Path:
     candidates = [base / d for d in _IMG_DIRS]
     for cand in candidates:  # prefer the folder that actually holds the images
-        if (cand / probe).is_file():
+        if (cand / probe).is_file() or (cand / _png(probe)).is_file():
             return cand
     if not required:
         return next((c for c in candidates if c.is_dir()), candidates[0])
     return find_dir(candidates, "CelebA image folder (img_align_celeba; unzip img_align_celeba.zip)")
+
+
+def _png(name: str) -> str:
+    return str(Path(name).with_suffix(".png"))
+
+
+def _image_namer(image_dir: Path, probe: str):
+    """File name of an annotated image in ``image_dir``: as listed, or ``.png`` in the PNG release."""
+    if not (image_dir / probe).is_file() and (image_dir / _png(probe)).is_file():
+        return _png
+    return lambda name: name
 
 
 def _read_attr_txt(path: Path, meta: dict) -> tuple[list[str], list[str], np.ndarray]:

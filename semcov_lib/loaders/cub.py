@@ -9,7 +9,11 @@ Files read: ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``
 ``attributes.txt``, ``attributes/image_attribute_labels.txt`` and (optional) ``bounding_boxes.txt``.
 A few lines of the real ``image_attribute_labels.txt`` carry a sixth token; like Koh et al.
 (ConceptBottleneck) the first four tokens are used, and the lines are reported in one counted
-:class:`DatasetWarning`.
+:class:`DatasetWarning`. Why that is right: a line is ``image_id attribute_id is_present
+certainty_id time``, the extra token comes after the fourth (the annotation-time field of those
+lines is split in two), and time is the one field the package does not use. The four used
+fields are still checked on those lines (integers, is_present 0/1, certainty 1-4, known ids, no
+(image, attribute) pair twice), so a line shifted any other way would be refused, not misread.
 
 The table:
 
@@ -166,7 +170,7 @@ def load_cub_200_2011(
     index = ImageIndex(image_dir)
     found = [index.find(r) for r in rels]
     keep = apply_missing_images(found, rels, f"CUB-200-2011 ({base / 'images.txt'})", image_dir,
-                                missing_images, meta)
+                                missing_images, meta, index=index)
     paths = [relative_to(p if p is not None else image_dir / r, base) for p, r in zip(found, rels)]
 
     extra = pd.DataFrame({"image_id": image_ids.astype(np.int64),
@@ -226,6 +230,7 @@ def _read_attribute_labels(path: Path, image_ids: np.ndarray, attr_ids: np.ndarr
     short = np.flatnonzero(table[4].isna().to_numpy())
     if len(short):
         raise fail(int(short[0]), "expected 5 fields (image_id attribute_id is_present certainty_id time), found 4")
+    # 6 tokens: only the trailing time field is split; tokens 0-3 are validated below like any line.
     six = np.flatnonzero(table[5].notna().to_numpy())
     meta.setdefault("counts", {})["six_token_lines"] = int(len(six))
     if len(six):

@@ -17,10 +17,15 @@ The table:
 
 * ``label``: the CSV's ``class`` column (1 -> ``melanoma``, 0 -> ``non_melanoma``, as named in the
   dataset README); never derived from ``diagnosis`` (some class-1 rows are carcinomas).
-* ``split``: ``train`` = every row of the train CSV. The valid CSV is split into ``val`` and
-  ``test``: seeded (``split_seed``), stratified by class, group-aware (rows sharing a non-empty
-  ``lesion_id`` or ``patient_id`` stay together), ``test_fraction`` (default 0.5) of each class to
-  ``test``, the rest to ``val``. This split is the package's, not the authors'.
+* ``split``: in the released CSVs 38% of the valid rows share a lesion with a train row and
+  about two thirds share a lesion or a patient, so evaluating on the valid file is optimistic.
+  ``split="grouped"`` (default) therefore pools both files and splits them group-aware: rows
+  sharing a non-empty ``lesion_id`` or ``patient_id`` stay together; seeded (``split_seed``),
+  stratified by class; ``holdout_fraction`` of the rows (default: the valid file's share, so
+  the sizes match the release) are held out and ``test_fraction`` (default 0.5) of those go to
+  ``test``, the rest to ``val``. ``split="official"``: ``train`` = the train CSV, the valid
+  CSV split into ``val``/``test`` the same way, with a warning counting the valid rows that
+  share a lesion or patient with train. Either split is the package's, not the authors'.
 * ``subgroup``: ``"sex"`` (default; male/female/unknown), ``"age_bin"`` (edges ``age_bins``,
   default (40, 60) -> ``<40`` / ``40-59`` / ``60+`` / ``unknown``), ``"anatom_site_general"``
   (its values, ``unknown`` when empty) or ``"none"``.
@@ -49,6 +54,7 @@ from semcov_lib.loaders._parsing import (
     holdout_mask,
     preview,
     relative_to,
+    warn,
 )
 from semcov_lib.loaders.milk10k import MONET_COLUMNS
 from semcov_lib.table import NO_SUBGROUP, SCITable
@@ -57,6 +63,7 @@ CLASSES = ("non_melanoma", "melanoma")
 SUBGROUPS = ("sex", "age_bin", "anatom_site_general", "none")
 REQUIRED = ("image", "isic_id", "class")
 CSV_FILES = ("train-set-metadata.csv", "valid-set-metadata.csv")
+SPLITS = ("grouped", "official")
 
 DESCRIPTORS_HELP = (
     "ISIC-DICM-17K ships no concept descriptors. Supply a CSV with a column 'isic_id' and the 7 MONET "
@@ -76,8 +83,11 @@ def load_isic_dicm_17k(
     descriptor_columns: Sequence[str] = MONET_COLUMNS,
     images_dir: str | Path | None = None,
     missing_images: str = "error",
+    split: str = "grouped",
+    holdout_fraction: float | None = None,
 ) -> SCITable:
     """Read ISIC-DICM-17K into the common table (options: see module docstring)."""
+    choose(split, SPLITS, "split")
     choose(subgroup if subgroup is not None else "none", SUBGROUPS, "subgroup")
     subgroup = subgroup or "none"
     test_fraction = check_fraction("test_fraction", test_fraction)
@@ -110,18 +120,29 @@ def load_isic_dicm_17k(
     index = ImageIndex(image_dir)
     found = [index.find(img, f"{iid}.jpg") for img, iid in zip(data["image"], data["isic_id"])]
     listed = [img or f"{iid}.jpg" for img, iid in zip(data["image"], data["isic_id"])]
-    keep = apply_missing_images(found, listed, f"ISIC-DICM-17K ({base})", image_dir, missing_images, meta)
+    keep = apply_missing_images(found, listed, f"ISIC-DICM-17K ({base})", image_dir, missing_images, meta,
+                                index=index)
     paths = [relative_to(p if p is not None else image_dir / name, root) for p, name in zip(found, listed)]
 
     # ---- splits
     label = data["class_int"].to_numpy(dtype=np.int64)
-    split = np.where(data["source_csv"] == "train", "train", "val").astype(object)
-    valid_rows = np.flatnonzero(data["source_csv"].to_numpy() == "valid")
-    valid = data.iloc[valid_rows]
-    groups = connected_groups(valid["lesion_id"].tolist(), valid["patient_id"].tolist()) \
-        if {"lesion_id", "patient_id"} <= set(valid.columns) else None
-    test = holdout_mask(label[valid_rows], test_fraction, split_seed, groups)
-    split[valid_rows[test]] = "test"
+    groups = connected_groups(*[data[c].tolist() for c in ("lesion_id", "patient_id") if c in data.columns])
+    source = data["source_csv"].to_numpy()
+    overlap = overlap_counts(data, source)
+    meta.setdefault("counts", {}).update(overlap)
+    if split == "official":
+        if overlap["valid_rows_sharing_lesion_or_patient_with_train"]:
+            warn(f"ISIC-DICM-17K ({base}): {overlap['valid_rows_sharing_lesion_or_patient_with_train']} of "
+                 f"{(source == 'valid').sum()} valid rows share a lesion or patient with the train CSV, so val/test "
+                 "metrics are optimistic; split='grouped' (the default) keeps lesions and patients together", meta)
+        held = source == "valid"
+    else:
+        fraction = (source == "valid").mean() if holdout_fraction is None else holdout_fraction
+        held = holdout_mask(label, check_fraction("holdout_fraction", fraction), split_seed, groups)
+    split_col = np.where(held, "val", "train").astype(object)
+    held_rows = np.flatnonzero(held)
+    test = holdout_mask(label[held_rows], test_fraction, split_seed + 1, groups[held_rows])
+    split_col[held_rows[test]] = "test"
 
     groups_col = _subgroups(data, subgroup, age_bins, base)
     metadata = data.drop(columns=["class_int"]).copy()
@@ -131,17 +152,32 @@ def load_isic_dicm_17k(
     metadata = metadata.mask(metadata.astype(str) == "")
     frame = assemble_frame(
         {"sample_id": data["isic_id"].tolist(), "image_path": paths, "label": label,
-         "subgroup": groups_col, "split": split},
+         "subgroup": groups_col, "split": split_col},
         scores, list(descriptor_columns), metadata)
     frame = frame[keep].reset_index(drop=True)
     meta.update(subgroup=subgroup, test_fraction=test_fraction, split_seed=split_seed, images_dir=str(image_dir),
-                split_note="train = train CSV; val/test = seeded, class-stratified, lesion/patient-grouped split "
-                           "of the valid CSV")
+                split=split, split_note="grouped: both CSVs pooled, seeded, class-stratified, lesion/patient-grouped"
+                if split == "grouped" else "official: train = train CSV; val/test = grouped split of the valid CSV")
     return SCITable(frame=frame, classes=list(CLASSES), descriptors=list(descriptor_columns), name="isic_dicm_17k",
                     root=root, subgroup_name=subgroup, descriptor_kind="soft", source=str(base), meta=meta)
 
 
 # --------------------------------------------------------------------------- helpers
+def overlap_counts(data: pd.DataFrame, source: np.ndarray) -> dict[str, int]:
+    """Valid-CSV rows sharing a lesion, a patient, or either with a train-CSV row."""
+    def shared(column: str) -> np.ndarray:
+        if column not in data.columns:
+            return np.zeros(len(data), dtype=bool)
+        ids = data[column].astype(str).where(data[column].notna() & (data[column].astype(str) != ""), None)
+        train_ids = set(ids[source == "train"].dropna())
+        return (source == "valid") & ids.isin(train_ids).to_numpy()
+
+    lesion, patient = shared("lesion_id"), shared("patient_id")
+    return {"valid_rows_sharing_lesion_with_train": int(lesion.sum()),
+            "valid_rows_sharing_patient_with_train": int(patient.sum()),
+            "valid_rows_sharing_lesion_or_patient_with_train": int((lesion | patient).sum())}
+
+
 def _find_csv_dir(root: Path) -> Path:
     tried = []
     for sub in (".", "isic-dicm-17k", "isic_dicm_17k", "metadata"):

@@ -6,8 +6,9 @@ Files under ``root`` (see ``spec/DATASETS.md`` section 1):
                                       sex, skin_tone_class, site, the 7 MONET concept probabilities
 ``MILK10k_Training_GroundTruth.csv``   one row per lesion: lesion_id + one-hot diagnosis columns
 ``MILK10k_Training_Input/<lesion_id>/<isic_id>.jpg``  (also accepted: the double-nested
-                                      ``MILK10k_Training_Input/MILK10k_Training_Input/...`` and a
-                                      flat ``<isic_id>.jpg`` folder)
+                                      ``MILK10k_Training_Input/MILK10k_Training_Input/...``, and
+                                      ``<isic_id>.jpg`` anywhere below ``root`` or ``images_dir``,
+                                      e.g. a flat image folder of any name)
 
 Columns are found by name, never by position. A ``split`` column (the benchmark writes one) is
 used as is; otherwise a seeded, class-stratified split at lesion level keeps both images of a
@@ -122,8 +123,12 @@ def _image_bases(root: Path, images_dir: str | Path | None) -> list[Path]:
     return [top, top / INPUT_DIR, root]
 
 
-def _locate_images(meta: pd.DataFrame, bases: list[Path], path: Path) -> list[str]:
-    """Path of each row's image (lesion folder or flat layout); raises naming the first missing one."""
+def _locate_images(meta: pd.DataFrame, bases: list[Path], path: Path, search_root: Path) -> list[str]:
+    """Path of each row's image: a lesion folder or flat folder of ``bases``, else the unique
+    ``<isic_id>.jpg`` anywhere below ``search_root``; raises naming the first missing one."""
+    from semcov_lib.loaders._parsing import ImageIndex
+
+    index = ImageIndex(search_root)
     patterns = [(base, nested) for base in bases for nested in (True, False)]
     found: list[str] = []
     last_ok = 0  # try the layout that worked for the previous row first
@@ -141,6 +146,9 @@ def _locate_images(meta: pd.DataFrame, bases: list[Path], path: Path) -> list[st
             if hit:
                 break
         if hit is None:
+            found_by_name = index.find(*[isic + ext for ext in _IMAGE_EXTENSIONS])
+            hit = str(found_by_name) if found_by_name is not None else None
+        if hit is None:
             missing.append((lesion, isic))
             found.append("")
         else:
@@ -148,8 +156,13 @@ def _locate_images(meta: pd.DataFrame, bases: list[Path], path: Path) -> list[st
     if missing:
         lesion, isic = missing[0]
         tried = os.path.join(bases[0], lesion, isic + ".jpg")
+        if index.ambiguous:
+            name, copies = next(iter(index.ambiguous.items()))
+            raise TableError(f"{path}: {name} exists more than once below {search_root} ({', '.join(map(str, copies[:3]))})"
+                             f"; {len(index.ambiguous)} such image(s): delete the extra copy or pass images_dir=")
         raise TableError(f"{path}: image {isic}.jpg of lesion {lesion} not found (looked for {tried}, the double-nested "
-                         f"{INPUT_DIR}/{INPUT_DIR}/ variant and a flat folder); {len(missing)} image(s) missing")
+                         f"{INPUT_DIR}/{INPUT_DIR}/ variant, and {isic}.jpg anywhere below {search_root}); "
+                         f"{len(missing)} image(s) missing")
     return found
 
 
@@ -284,7 +297,8 @@ def load_milk10k(root: str | Path, image_type: str = "dermoscopic", subgroup: st
         else:
             frame[column] = meta[column].replace({"": np.nan}).to_numpy(dtype=object)
 
-    paths = _locate_images(meta, _image_bases(data_root, images_dir), meta_path)
+    bases = _image_bases(data_root, images_dir)
+    paths = _locate_images(meta, bases, meta_path, bases[0] if images_dir is not None else data_root)
     root_abs = os.path.abspath(data_root)
     frame["image_path"] = [os.path.relpath(p, root_abs) if os.path.abspath(p).startswith(root_abs + os.sep) else
                            os.path.abspath(p) for p in paths]

@@ -6,11 +6,14 @@ Files (``root`` = the ``NUS-WIDE`` folder or its parent):
 * ``ImageList/{Train,Test}Imagelist.txt``: ``actor\\0001_2124494179.jpg`` (Windows backslashes),
   the image being ``Flickr/actor/0001_2124494179.jpg``;
 * ``Groundtruth/TrainTestLabels/Labels_<concept>_{Train,Test}.txt``: one 0/1 per line, row *i*
-  = line *i* of the matching image list;
+  = line *i* of the matching image list. The release is not clean: ``Labels_lake_Train.txt``
+  holds ``-1130179`` at line 78,372. A value other than 0/1 is read as missing (not a
+  positive) with a warning naming the file, line and count (``counts["invalid_label_values"]``);
 * ``NUS_WID_Tags/TagList1k.txt`` + ``NUS_WID_Tags/{Train,Test}_Tags1k.dat``: rows x 1,000
   whitespace (tab) separated 0/1 values, row-aligned with the image lists: the descriptors
   (``descriptor_kind="hard"``, named by the tag; a tag that collides with a table column is
-  renamed with a counted warning).
+  renamed with a counted warning). The tags come as a separate zip: its ``NUS_WID_Tags/``
+  folder is found inside ``NUS-WIDE/`` or unpacked beside it.
 
 The common table has one class per image, so a label policy is needed:
 
@@ -98,8 +101,8 @@ def load_nus_wide(
         if not chosen:
             raise DatasetError("concepts: empty list")
 
-    tag_path = find_file([base / "NUS_WID_Tags" / "TagList1k.txt", base / "TagList1k.txt"],
-                         "NUS-WIDE tag vocabulary TagList1k.txt")
+    tag_dirs = _tag_dirs(base)
+    tag_path = find_file([d / "TagList1k.txt" for d in tag_dirs], "NUS-WIDE tag vocabulary TagList1k.txt")
     tag_names = [line.strip() for _, line in read_lines(tag_path)]
     if tags is not None:
         unknown = [t for t in tags if t not in tag_names]
@@ -113,9 +116,8 @@ def load_nus_wide(
         entries = [_flickr_relative(line) for _, line in read_lines(list_path)]
         if not entries:
             raise DatasetError(f"{list_path} is empty")
-        labels = np.stack([_read_labels(base, c, key, len(entries), list_path) for c in chosen], axis=1)
-        tag_file = find_file([base / "NUS_WID_Tags" / f"{key}_Tags1k.dat", base / f"{key}_Tags1k.dat"],
-                             f"NUS-WIDE {key} tag matrix")
+        labels = np.stack([_read_labels(base, c, key, len(entries), list_path, meta) for c in chosen], axis=1)
+        tag_file = find_file([d / f"{key}_Tags1k.dat" for d in tag_dirs], f"NUS-WIDE {key} tag matrix")
         tag_matrix = _read_tags(tag_file, len(tag_names), len(entries), list_path)
         rels += entries
         split += [split_name] * len(entries)
@@ -157,7 +159,7 @@ def load_nus_wide(
     found = [index.find(rels[i]) for i in kept]
     listed = [rels[i] for i in kept]
     present = apply_missing_images(found, listed, f"NUS-WIDE ({base / 'ImageList'})", image_dir,
-                                   missing_images, meta)
+                                   missing_images, meta, index=index)
     paths = [relative_to(p if p is not None else image_dir / r, base) for p, r in zip(found, listed)]
 
     names = [tag_names[j] for j in tag_cols]
@@ -188,18 +190,30 @@ def _flickr_relative(line: str) -> str:
     return path.lstrip("/")
 
 
-def _read_labels(base: Path, concept: str, key: str, n_rows: int, list_path: Path) -> np.ndarray:
+def _tag_dirs(base: Path) -> list[Path]:
+    """Where the tag files may be: ``NUS_WID_Tags/`` inside the dataset folder or beside it
+    (the tags are a separate zip users unpack next to ``NUS-WIDE/``), or loose in either."""
+    return [base / "NUS_WID_Tags", base.parent / "NUS_WID_Tags", base, base.parent / "NUS_WID_Tags" / "NUS_WID_Tags"]
+
+
+def _read_labels(base: Path, concept: str, key: str, n_rows: int, list_path: Path, meta: dict) -> np.ndarray:
+    """One concept's 0/1 column; other values (the release has ``-1130179``) become 0 = missing, with a
+    warning naming the file and line."""
     path = find_file([base / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{key}.txt"],
                      f"NUS-WIDE labels of concept {concept!r} ({key})")
-    checker = numeric_checker(1, 1, int_cols={0}, allowed={0, 1})
-    values = read_numeric_table(path, 1, dtype=np.int8, checker=checker)[0].to_numpy()
+    checker = numeric_checker(1, 1)
+    values = read_numeric_table(path, 1, dtype=np.float64, checker=checker)[0].to_numpy()
     if len(values) != n_rows:
         raise DatasetError(f"{path}: {len(values)} label rows but {list_path} lists {n_rows} images "
                            "(the files must be row-aligned)")
     bad = np.flatnonzero(~np.isin(values, (0, 1)))
     if len(bad):
         lineno, line = line_number_of_row(path, int(bad[0]))
-        raise line_error(path, lineno, line, "label is not 0 or 1")
+        counts = meta.setdefault("counts", {})
+        counts["invalid_label_values"] = counts.get("invalid_label_values", 0) + len(bad)
+        warn(f"{path}, line {lineno}: label {line.strip()!r} is not 0 or 1; read as missing (not a positive)"
+             + (f", and {len(bad) - 1} more such values in this file" if len(bad) > 1 else ""), meta)
+        values = np.where(np.isin(values, (0, 1)), values, 0)
     return values.astype(np.int8)
 
 

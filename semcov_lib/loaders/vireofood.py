@@ -11,7 +11,9 @@ Files (``root`` = the dataset folder or its parent):
   (counted warning); no match at all is an error (path conventions differ);
 * ``SplitAndIngreLabel/IngredientList.txt`` (optional: names ``ingr_000``.. otherwise) and
   ``SplitAndIngreLabel/FoodList.txt`` (optional: names ``class_001``.. otherwise); line *i* names
-  ingredient column *i* / class id *i*.
+  ingredient column *i* / class id *i*, so a header or a blank line inside either file would shift
+  every name after it: a blank line inside is an error naming it, and the count must match
+  (IngredientList: the value columns of IngreLabel; FoodList: the largest class id).
 
 ``label`` = class id - 1, ``classes`` = every class of FoodList (or 1..max id seen);
 ``subgroup`` = ``"none"``; metadata ``class_id``. ``sample_id`` = the path without the leading slash.
@@ -85,10 +87,7 @@ def load_vireofood172(
     meta["ingredient_coding"] = {"pm1": "-1/+1", "01": "0/1"}[coding]
     names_path = labels_dir / "IngredientList.txt"
     if names_path.is_file():
-        names = [line.strip() for _, line in read_lines(names_path)]
-        if len(names) != matrix.shape[1]:
-            raise DatasetError(f"{names_path}: {len(names)} ingredient names but {ingre_path.name} has "
-                               f"{matrix.shape[1]} value columns")
+        names = _read_names(names_path, matrix.shape[1], f"value columns in {ingre_path.name}")
     else:
         names = [f"ingr_{j:03d}" for j in range(matrix.shape[1])]
         warn(f"{names_path} not found; ingredients named ingr_000..ingr_{matrix.shape[1] - 1:03d}", meta)
@@ -112,9 +111,7 @@ def load_vireofood172(
     food_path = labels_dir / "FoodList.txt"
     max_id = max(class_ids)
     if food_path.is_file():
-        classes = [line.strip() for _, line in read_lines(food_path)]
-        if len(classes) < max_id:
-            raise DatasetError(f"{food_path}: {len(classes)} class names but the split lists use class id {max_id}")
+        classes = _read_names(food_path, max_id, "class ids used by the split lists (largest id)")
     else:
         classes = [f"class_{i:03d}" for i in range(1, max_id + 1)]
         warn(f"{food_path} not found; classes named class_001..class_{max_id:03d}", meta)
@@ -125,7 +122,8 @@ def load_vireofood172(
     image_dir = Path(images_dir).expanduser() if images_dir is not None else _images_dir(base, rels[0])
     index = ImageIndex(image_dir)
     found = [index.find(r) for r in rels]
-    keep = apply_missing_images(found, rels, f"VireoFood-172 ({labels_dir})", image_dir, missing_images, meta)
+    keep = apply_missing_images(found, rels, f"VireoFood-172 ({labels_dir})", image_dir, missing_images, meta,
+                                index=index)
     paths = [relative_to(p if p is not None else image_dir / r, base) for p, r in zip(found, rels)]
 
     frame = assemble_frame(
@@ -141,6 +139,20 @@ def load_vireofood172(
 # --------------------------------------------------------------------------- helpers
 def _normalise(path: str) -> str:
     return path.strip().replace("\\", "/").lstrip("/")
+
+
+def _read_names(path: Path, expected: int, what: str) -> list[str]:
+    """One name per line, line i naming item i: no blank line inside, exactly ``expected`` names."""
+    lines = read_lines(path)
+    for i, (lineno, _line) in enumerate(lines, start=1):
+        if lineno != i:
+            raise DatasetError(f"{path}, line {i}: blank line; line i names item i, so it would shift every "
+                               "name after it: remove it")
+    if len(lines) != expected:
+        first = repr(lines[0][1].strip()) if lines else "none"
+        raise DatasetError(f"{path}: {len(lines)} names but {expected} {what}; a header or missing line would "
+                           f"shift the names (first line: {first})")
+    return [line.strip() for _, line in lines]
 
 
 def _class_id(rel: str, path: Path, lineno: int, line: str) -> int:
