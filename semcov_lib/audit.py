@@ -568,7 +568,10 @@ def run(args: argparse.Namespace) -> int:
     result = audit_table(frame, columns, predictions, options, Resampling(n_boot=args.n_boot, n_perm=args.n_perm,
                                                                           seed=args.seed),
                          source=str(args.table), predictions_source=str(args.pred))
-    write_audit(result, args.out, figures=not args.no_figures)
+    from semcov_lib.runs import folder_lock
+
+    with folder_lock(Path(args.out), "audit"):  # two audits into one folder would mix their files
+        write_audit(result, args.out, figures=not args.no_figures)
     s = result["summary"]
     line = f"audit of {args.table}: {s['n_scgs']} SCGs, {s['n_valid_scgs']} valid"
     if s["has_predictions"]:

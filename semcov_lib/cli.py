@@ -20,6 +20,7 @@ COMMANDS = {
     "generate": ("semcov_lib.benchmark", "generate the embedded SCI benchmark in the MILK10k layout"),
     "train": ("semcov_lib.train", "train a registered method and write a run folder"),
     "grid": ("semcov_lib.grid", "train every run the notebooks need (locally or on SLURM) or print the commands"),
+    "tune": ("semcov_lib.tune", "choose SemCovNet's coverage correction on the validation split (3 seeds)"),
     "verify": ("semcov_lib.verify", "check a local dataset copy against its data manifest"),
     "audit": ("semcov_lib.audit", "SCI audit (coverage, CDI) of any table a user brings"),
 }

@@ -47,16 +47,6 @@ def test_format_mean_std_and_markdown():
     assert md.splitlines()[0] == "| method | cdi |" and "| erm | 0.300 ± 0.141 |" in md
 
 
-def test_update_readme_section(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("head\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
-    experiments.update_readme_section(readme, "new table")
-    assert readme.read_text() == "head\n<!-- results:start -->\nnew table\n<!-- results:end -->\ntail\n"
-    (tmp_path / "other.md").write_text("no markers")
-    with pytest.raises(ValueError, match="results:start"):
-        experiments.update_readme_section(tmp_path / "other.md", "x")
-
-
 def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
     ablations = experiments.ablation_configs("smoke", [0])
     main = experiments.main_configs("smoke", [0], methods=["semcovnet"])
