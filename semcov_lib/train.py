@@ -341,28 +341,77 @@ def _data_key(config: TrainConfig) -> str:
 
 
 def _cached_features(images: torch.Tensor, config: TrainConfig, progress: bool) -> torch.Tensor:
-    """Frozen backbone features of all images, computed once and cached on disk."""
+    """Frozen backbone features of all images, cached on disk by image content.
+
+    Each image is keyed by a hash of its pixels, so benchmarks that share images (an oracle and its
+    natural twin share every split but ``train``) extract the shared ones once. A feature depends
+    on its image alone (eval mode; batch composition does not change it, tested), so reuse does
+    not change any number.
+    """
     from semcov_lib.backbones import extract_features
 
-    digest = config_hash(
-        {"images": _tensor_digest(images), "backbone": config.feature_backbone, "size": config.feature_input_size}, 20
-    )
-    path = cache_dir() / "features" / f"{config.feature_backbone}-{config.feature_input_size}-{digest}.npy"
-    if path.is_file():
+    store = cache_dir() / "features" / f"{config.feature_backbone}-{config.feature_input_size}"
+    keys = _image_keys(images)
+    path = store / f"{hashlib.sha1(keys.tobytes()).hexdigest()[:20]}.npy"
+    feats = _read_features(path, len(images))
+    if feats is not None:
+        return torch.from_numpy(feats)
+    known, feats = _features_from_store(store, keys)
+    todo = np.flatnonzero(~known)
+    if len(todo):
+        fresh = extract_features(images[torch.from_numpy(todo)], name=config.feature_backbone,
+                                 input_size=config.feature_input_size, progress=progress).numpy()
+        feats = fresh if feats is None else feats
+        feats[todo] = fresh
+    store.mkdir(parents=True, exist_ok=True)
+    _save_npy_atomic(path, feats)
+    _save_npy_atomic(path.with_suffix(".keys.npy"), keys)  # written last: the pair is complete
+    return torch.from_numpy(feats)
+
+
+def _image_keys(images: torch.Tensor) -> np.ndarray:
+    """(N,) 20-byte SHA-1 digests of each image's pixels."""
+    flat = images.contiguous().numpy().reshape(len(images), -1)
+    return np.array([hashlib.sha1(row.tobytes()).digest() for row in flat], dtype="S20")
+
+
+def _read_features(path: Path, n: int) -> np.ndarray | None:
+    """A cached feature array with ``n`` rows, or None (missing; truncated ones are rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        feats = np.load(path)
+        if len(feats) == n:
+            return feats
+        raise ValueError(f"{len(feats)} rows for {n} images")
+    except (OSError, ValueError, EOFError) as exc:
+        warnings.warn(f"feature cache {path} is unreadable ({exc}); rebuilding it", stacklevel=3)
+        return None
+
+
+def _features_from_store(store: Path, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of ``keys`` found in earlier complete caches of the same backbone: (found mask, features)."""
+    known, feats = np.zeros(len(keys), dtype=bool), None
+    for key_file in sorted(store.glob("*.keys.npy")) if store.is_dir() else []:
         try:
-            feats = np.load(path)
-            if len(feats) == len(images):
-                return torch.from_numpy(feats)
-            raise ValueError(f"{len(feats)} rows for {len(images)} images")
-        except (OSError, ValueError, EOFError) as exc:  # truncated or foreign: rebuild it
-            warnings.warn(f"feature cache {path} is unreadable ({exc}); rebuilding it", stacklevel=2)
-    feats = extract_features(images, name=config.feature_backbone, input_size=config.feature_input_size,
-                             progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
+            other = np.load(key_file)
+            _, ours, theirs = np.intersect1d(keys, other, return_indices=True)
+            ours, theirs = ours[~known[ours]], theirs[~known[ours]]
+            if not len(ours):
+                continue
+            stored = np.load(key_file.with_name(key_file.name.replace(".keys.npy", ".npy")), mmap_mode="r")
+            if feats is None:
+                feats = np.empty((len(keys), *stored.shape[1:]), dtype=stored.dtype)
+            feats[ours], known[ours] = stored[theirs], True
+        except (OSError, ValueError, EOFError):  # an unreadable cache is skipped, never trusted
+            continue
+    return known, feats
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, feats.numpy())
+    np.save(tmp, array)
     tmp.replace(path)
-    return feats
 
 
 def _tensor_digest(tensor: torch.Tensor) -> str:

@@ -206,12 +206,34 @@ def test_truncated_feature_cache_is_rebuilt(tmp_path, monkeypatch):
     config = train_config("erm", "default", 0)
     images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
     first = train_module._cached_features(images, config, False)
-    (path,) = (tmp_path / "features").glob("*.npy")
+    (path,) = [p for p in (tmp_path / "features").rglob("*.npy") if not p.name.endswith(".keys.npy")]
     path.write_bytes(path.read_bytes()[:60])  # truncated
     with pytest.warns(UserWarning, match=str(path.name)):
         again = train_module._cached_features(images, config, False)
     assert len(calls) == 2 and torch.equal(first, again)
     np.load(path)  # rewritten whole
+
+
+def test_feature_cache_reuses_shared_images(tmp_path, monkeypatch):
+    """An image set sharing images with a cached one extracts only its new images (oracle benchmarks)."""
+    import semcov_lib.backbones as backbones
+    from semcov_lib import train as train_module
+
+    monkeypatch.setenv("SEMCOV_CACHE", str(tmp_path))
+    extracted = []
+
+    def fake_extract(images, name, input_size, progress):
+        extracted.append(len(images))
+        return images.float().mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).to(torch.float16)
+
+    monkeypatch.setattr(backbones, "extract_features", fake_extract)
+    config = train_config("erm", "default", 0)
+    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).reshape(5, 3, 2, 2)
+    first = train_module._cached_features(images, config, False)
+    mixed = torch.cat([images[[3, 1]], torch.full((2, 3, 2, 2), 200, dtype=torch.uint8)])
+    second = train_module._cached_features(mixed, config, False)
+    assert extracted == [5, 2]  # only the two new images
+    assert torch.equal(second[:2], first[[3, 1]]) and torch.all(second[2:] == 200)
 
 
 def test_truncated_image_bundle_falls_back_to_decoding(tmp_path):
