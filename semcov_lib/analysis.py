@@ -40,31 +40,20 @@ def load_model(config: TrainConfig, root: str | Path | None = None) -> Method:
     return model.eval()
 
 
-def per_scg_errors(config: TrainConfig, split: str = "test", root: str | Path | None = None, n_boot: int = 0):
-    """The CDI result (with its per-SCG table) of a finished run, from its saved predictions."""
-    from semcov_lib.cdi import Resampling, SCGReference, compute_cdi
-
-    data = prepare_data(config)
-    part = data.splits[split]
-    preds = load_predictions(config, split, root)
-    if list(preds["sample_id"].astype(str)) != part.sample_ids:
-        raise ValueError(f"predictions of {config.method} seed {config.seed} do not match the {split} split")
-    probs = preds[[f"prob_{c}" for c in data.info.classes]].to_numpy()
-    info = data.info
-    reference = SCGReference(coverage=info.coverage, group_counts=info.group_counts, class_counts=info.class_counts,
-                             classes=info.classes, descriptors=info.descriptors, subgroups=info.subgroups,
-                             min_weight=config.min_weight)
-    return compute_cdi(reference, part.y.numpy(), preds["pred"].to_numpy(), part.subgroup.numpy(), part.scores,
-                       probs=probs, resampling=Resampling(n_boot=n_boot, n_perm=0, seed=config.seed))
+def per_scg_table(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
+    """The ``per_scg_<split>.csv`` of a finished run: coverage, weight, error, stratum, valid per SCG."""
+    path = run_dir_for(config, root) / f"per_scg_{split}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: train {config.method} seed {config.seed} first")
+    return pd.read_csv(path)
 
 
 def calibration(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
     """Reliability-diagram data (per confidence bin) of a finished run."""
     from semcov_lib.metrics import reliability_data
 
-    data = prepare_data(config)
     preds = load_predictions(config, split, root)
-    probs = preds[[f"prob_{c}" for c in data.info.classes]].to_numpy()
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
     return pd.DataFrame(reliability_data(preds["label"].to_numpy(), probs))
 
 

@@ -281,3 +281,41 @@ def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> 
         flatten(configuration_configs(profile, seeds, params["configurations"], methods)),
     ]
     return flatten([c for grid in grids for c in grid])
+
+
+def format_paired(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Paired differences as a display table: one row per method, one 'Δ [CI]' column per metric
+    (``*`` = the 95% CI excludes 0; ``(levelling down)`` where Head/Middle error rose)."""
+    def cell(row) -> str:
+        if not np.isfinite(row["delta"]):
+            return "n/a"
+        mark = " *" if row["significant"] else ""
+        down = " (levelling down)" if row.get("levelling_down", False) else ""
+        return f"{row['delta']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{mark}{down}"
+
+    shown = table.assign(cell=table.apply(cell, axis=1))
+    wide = shown.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
+    order = [m for m in dict.fromkeys(table["metric"]) if m in wide.columns]
+    return wide[order].reset_index()
+
+
+def paired_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
+    """Plain sentences from a paired table: what each method changes significantly against ``baseline``
+    (CI excluding 0), what it does not, and any levelling down; so prose follows the numbers."""
+    sentences = []
+    for method, rows in table.groupby("method", sort=False):
+        rows = rows.set_index("metric")
+        better = [m for m in rows.index if rows.loc[m, "significant"]
+                  and (rows.loc[m, "delta"] < 0) == (m in LOWER_IS_BETTER)]
+        worse = [m for m in rows.index if rows.loc[m, "significant"] and m not in better]
+        text = f"{method} vs {baseline}: "
+        text += (f"significantly better on {', '.join(better)}" if better else "no significant improvement")
+        text += (f"; significantly worse on {', '.join(worse)}" if worse else "; nothing significantly worse")
+        if "levelling_down" in rows and rows["levelling_down"].any():
+            text += " (levelling down: Head/Middle error rose)"
+        if "cdi" in rows.index and np.isfinite(rows.loc["cdi", "rel_reduction"]):
+            r = rows.loc["cdi"]
+            text += (f"; relative CDI reduction {100 * r['rel_reduction']:+.0f}% "
+                     f"[{100 * r['rel_ci_low']:+.0f}%, {100 * r['rel_ci_high']:+.0f}%]")
+        sentences.append(text + ".")
+    return sentences
