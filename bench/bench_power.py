@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true", help="skip the generation/feature timing")
     args = parser.parse_args()
 
-    named = bm.configuration_overrides(args.config, "default") if hasattr(bm, "configuration_overrides") else {}
+    named = bm.configuration_overrides(args.config, "default")
     overrides = {**named, **parse_overrides(args.overrides)}
     variants = {"erm": overrides}
     if args.oracle:

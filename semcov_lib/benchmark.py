@@ -1,7 +1,7 @@
 """The embedded procedural dermatology benchmark, with Semantic Coverage Imbalance by construction.
 
 Real dermatology data (MILK10k, ...) cannot be downloaded by tests, so the package generates a
-dermoscopy-like benchmark whose coverage imbalance is known (see ``spec/BENCHMARK.md``):
+dermoscopy-like benchmark whose coverage imbalance is known:
 
 * a skin background whose tone is the subgroup (``skin_tone_class`` 0 = very dark .. 5 = very
   light) and a lesion whose shape, border, size, colour and internal pattern depend on the class;
@@ -9,12 +9,26 @@ dermoscopy-like benchmark whose coverage imbalance is known (see ``spec/BENCHMAR
   gel bubbles, purple pen marks);
 * long-tailed class priors, and for every (class, subgroup) a long-tailed (Zipf-like) profile of
   concept probabilities, so most (class, concept, subgroup) groups (SCGs) are rare;
-* the SCI mechanism: a concept that is rare for the lesion's class makes the lesion look like the
-  class in which that concept is common ("mimicry", scaled by how rare it is) and occludes or
-  recolours it, so plain ERM errs more on samples carrying rare concepts (negative
-  coverage-error correlation);
+* the SCI mechanism, in two separate knobs scaled by how rare the concept is for the class:
+  ``concept_variant`` (default 1.0, *reducible*): a rare concept gives the lesion a variant look
+  of its own (a pattern the class never shows, a colour and size change), the same for every
+  lesion of that (class, concept), which a model learns once it has seen enough of them;
+  ``concept_mimicry`` (default 0.1, *irreducible*): the lesion is pulled towards the class in
+  which the concept is common, a confusion more data cannot remove (``strong_mimicry``: 0.6).
+  Plain ERM therefore errs more on samples carrying rare concepts (negative coverage-error
+  correlation);
+* an oracle: ``train_coverage="balanced"`` draws the training split's concepts with flat
+  coverage (every concept equally likely for every (class, subgroup); same size, same random
+  draws, same appearance rules) and also writes the natural training rows as
+  ``coverage_reference`` (evaluate the oracle against their coverage); all other splits are
+  byte-identical to the natural benchmark, so ``CDI(ERM) - CDI(oracle)`` is the SCI more coverage
+  would remove;
+* evaluation splits: iid ``val`` and ``test``, the coverage-balanced ``stress`` split (every
+  (class, concept, subgroup) group equally often, one concept per image; sized so one run's CDI
+  bootstrap standard error is about 0.03) and its validation twin ``val_stress`` (for tuning);
 * MONET-like scores: noisy, miscalibrated probabilities of each concept that also react to
-  look-alike lesion colours; the true presence is stored in ``gt_<column>``.
+  look-alike lesion colours (``descriptor_kind="hard"``: the same detector thresholded to 0/1
+  annotations, CelebA-like); the true presence is stored in ``gt_<column>``.
 
 Everything is drawn from ``numpy.random.Generator`` streams derived from ``(config, seed)`` and
 rendered with vectorised NumPy in fixed-size batches, so the same seed gives byte-identical files

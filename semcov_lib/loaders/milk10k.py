@@ -1,6 +1,6 @@
 """MILK10k reader (ISIC 2025; also the layout the embedded benchmark is written in).
 
-Files under ``root`` (see ``spec/DATASETS.md`` section 1):
+Files under ``root``:
 
 ``MILK10k_Training_Metadata.csv``     one row per image: lesion_id, image_type, isic_id, age_approx,
                                       sex, skin_tone_class, site, the 7 MONET concept probabilities
