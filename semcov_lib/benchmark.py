@@ -1,7 +1,7 @@
 """The embedded procedural dermatology benchmark, with Semantic Coverage Imbalance by construction.
 
 Real dermatology data (MILK10k, ...) cannot be downloaded by tests, so the package generates a
-dermoscopy-like benchmark whose coverage imbalance is known (see ``spec/BENCHMARK.md``):
+dermoscopy-like benchmark whose coverage imbalance is known:
 
 * a skin background whose tone is the subgroup (``skin_tone_class`` 0 = very dark .. 5 = very
   light) and a lesion whose shape, border, size, colour and internal pattern depend on the class;
@@ -9,12 +9,26 @@ dermoscopy-like benchmark whose coverage imbalance is known (see ``spec/BENCHMAR
   gel bubbles, purple pen marks);
 * long-tailed class priors, and for every (class, subgroup) a long-tailed (Zipf-like) profile of
   concept probabilities, so most (class, concept, subgroup) groups (SCGs) are rare;
-* the SCI mechanism: a concept that is rare for the lesion's class makes the lesion look like the
-  class in which that concept is common ("mimicry", scaled by how rare it is) and occludes or
-  recolours it, so plain ERM errs more on samples carrying rare concepts (negative
-  coverage-error correlation);
+* the SCI mechanism, in two separate knobs scaled by how rare the concept is for the class:
+  ``concept_variant`` (default 1.0, *reducible*): a rare concept gives the lesion a variant look
+  of its own (a pattern the class never shows, a colour and size change), the same for every
+  lesion of that (class, concept), which a model learns once it has seen enough of them;
+  ``concept_mimicry`` (default 0.1, *irreducible*): the lesion is pulled towards the class in
+  which the concept is common, a confusion more data cannot remove (``strong_mimicry``: 0.6).
+  Plain ERM therefore errs more on samples carrying rare concepts (negative coverage-error
+  correlation);
+* an oracle: ``train_coverage="balanced"`` draws the training split's concepts with flat
+  coverage (every concept equally likely for every (class, subgroup); same size, same random
+  draws, same appearance rules) and also writes the natural training rows as
+  ``coverage_reference`` (evaluate the oracle against their coverage); all other splits are
+  byte-identical to the natural benchmark, so ``CDI(ERM) - CDI(oracle)`` is the SCI more coverage
+  would remove;
+* evaluation splits: iid ``val`` and ``test``, the coverage-balanced ``stress`` split (every
+  (class, concept, subgroup) group equally often, one concept per image; sized so one run's CDI
+  bootstrap standard error is about 0.03) and its validation twin ``val_stress`` (for tuning);
 * MONET-like scores: noisy, miscalibrated probabilities of each concept that also react to
-  look-alike lesion colours; the true presence is stored in ``gt_<column>``.
+  look-alike lesion colours (``descriptor_kind="hard"``: the same detector thresholded to 0/1
+  annotations, CelebA-like); the true presence is stored in ``gt_<column>``.
 
 Everything is drawn from ``numpy.random.Generator`` streams derived from ``(config, seed)`` and
 rendered with vectorised NumPy in fixed-size batches, so the same seed gives byte-identical files
@@ -28,6 +42,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import shutil
 import time
 import uuid
@@ -43,7 +58,7 @@ import yaml
 from semcov_lib.config import ConfigError, apply_overrides, load_yaml, parse_overrides, to_dict
 from semcov_lib.loaders.milk10k import GROUNDTRUTH_FILE, INPUT_DIR, METADATA_FILE, MILK10K_CLASSES, MONET_COLUMNS
 
-GENERATOR_VERSION = 2  # bump whenever the drawn data change for an unchanged config (invalidates caches)
+GENERATOR_VERSION = 3  # bump whenever the drawn data change for an unchanged config (invalidates caches)
 
 # short internal names of the MONET concepts, same order as MONET_COLUMNS
 CONCEPTS = ("ulcer", "hair", "vessels", "erythema", "pigment", "gel", "pen")
@@ -54,7 +69,15 @@ ARTEFACT_CONCEPTS = ("hair", "gel", "pen")
 CLASS_PRIORITY = ("NV", "BKL", "BCC", "MEL", "SCCKA", "VASC", "AKIEC", "DF", "INF", "BEN_OTH", "MAL_OTH")
 SITES = ("foot", "genital", "hand", "head_neck_face", "lower_extremity", "trunk", "upper_extremity")
 CONFIG_FILE = "benchmark_config.yaml"
-SPLIT_ORDER = ("train", "val", "test", "stress")
+SPLIT_ORDER = ("train", "val", "test", "stress", "val_stress")
+# rows of the natural training split written beside a balanced-coverage (oracle) training split:
+# the coverage the oracle is evaluated against, never trained on
+REFERENCE_SPLIT = "coverage_reference"
+# random stream of each split's pixels: the reference rows reuse the natural training stream, so
+# their images are byte-identical to the natural benchmark's training images
+_RENDER_STREAM = {"train": 0, "val": 1, "test": 2, "stress": 3, "val_stress": 4, REFERENCE_SPLIT: 0}
+TRAIN_COVERAGES = ("natural", "balanced")
+DESCRIPTOR_KINDS = ("soft", "hard")
 
 # Concepts of each class from most to least frequent (the Zipf rank of the concept profile).
 CONCEPT_RANKS: dict[str, tuple[str, ...]] = {
@@ -132,7 +155,9 @@ class BenchmarkConfig:
     n_train: int = 5000
     n_val: int = 700
     n_test: int = 2500  # large enough that ~100 SCGs reach the CDI weight m = 5
-    n_stress: int = 2016  # 8 per (class, concept, subgroup) group with 6 classes and 6 tones
+    n_stress: int = 4032  # 16 per (class, concept, subgroup) group with 6 classes and 6 tones
+    n_val_stress: int = 2016  # coverage-balanced validation part, built as the stress split (8 per group)
+    train_coverage: str = "natural"  # natural | balanced (oracle: every concept equally likely per (class, subgroup))
     n_classes: int = 6
     class_names: tuple = ()  # empty: the first n_classes of CLASS_PRIORITY; order = prior rank
     imbalance_ratio: float = 20.0  # prior of the most / least frequent class
@@ -148,7 +173,11 @@ class BenchmarkConfig:
     class_separation: float = 0.6  # 0: all classes look alike; 1: the built-in signatures at full contrast
     appearance_noise: float = 1.2  # scale of per-image appearance noise
     concept_strength: float = 1.0  # visual strength of the rendered concepts
-    concept_mimicry: float = 0.6  # how far a rare concept pulls the lesion to its home class
+    # reducible SCI: a concept that is rare for a class gives the lesion a (class, concept)-specific
+    # variant look (extra pattern, colour and size change), learnable from enough examples
+    concept_variant: float = 1.0
+    # irreducible SCI: how far a rare concept pulls the lesion towards the concept's home class
+    concept_mimicry: float = 0.1
     intensity_min: float = 0.5  # concept intensity ~ U(intensity_min, 1)
     # MONET-like scores: sigmoid(score_bias + score_gain * intensity * present + confound + noise)
     score_bias: float = -4.5
@@ -156,6 +185,9 @@ class BenchmarkConfig:
     score_noise: float = 0.8
     score_miscalibration: float = 1.0
     score_confound: float = 1.0  # how much look-alike colours raise pigment/erythema/vessel scores
+    # soft: MONET-like probabilities; hard: 0/1 annotations (CelebA-like), the same noisy detector
+    # thresholded halfway between an absent concept and a present one of the lowest intensity
+    descriptor_kind: str = "soft"
     # stress split: one concept forced present per image, the others at this fraction of their rate
     stress_background: float = 0.0
     clinical_variant: bool = False  # also write a "clinical: close-up" image per lesion
@@ -174,7 +206,7 @@ class BenchmarkConfig:
 
         if not 16 <= self.image_size <= 256:
             bad("image_size", "must be in 16..256")
-        for key in ("n_train", "n_val", "n_test", "n_stress"):
+        for key in ("n_train", "n_val", "n_test", "n_stress", "n_val_stress"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
         if self.n_train < 1:
@@ -210,7 +242,12 @@ class BenchmarkConfig:
             bad("missing_rate", "must be in [0, 0.5)")
         if not 1 <= self.jpeg_quality <= 100:
             bad("jpeg_quality", "must be in 1..100")
-        for key in ("class_separation", "appearance_noise", "concept_strength", "concept_mimicry", "score_noise",
+        if self.train_coverage not in TRAIN_COVERAGES:
+            bad("train_coverage", f"must be one of {list(TRAIN_COVERAGES)}")
+        if self.descriptor_kind not in DESCRIPTOR_KINDS:
+            bad("descriptor_kind", f"must be one of {list(DESCRIPTOR_KINDS)}")
+        for key in ("class_separation", "appearance_noise", "concept_strength", "concept_mimicry", "concept_variant",
+                    "score_noise",
                     "subgroup_jitter", "score_gain", "score_confound", "score_miscalibration", "tone_effect"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
@@ -218,7 +255,9 @@ class BenchmarkConfig:
 
     @property
     def n_lesions(self) -> int:
-        return self.n_train + self.n_val + self.n_test + self.n_stress
+        """Lesions written, the natural training split's reference rows of a balanced benchmark included."""
+        reference = self.n_train if self.train_coverage == "balanced" else 0
+        return self.n_train + self.n_val + self.n_test + self.n_stress + self.n_val_stress + reference
 
     @property
     def n_images(self) -> int:
@@ -226,10 +265,53 @@ class BenchmarkConfig:
 
 
 BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {
-    "smoke": BenchmarkConfig(image_size=32, n_train=240, n_val=60, n_test=60, n_stress=252),
+    "smoke": BenchmarkConfig(image_size=32, n_train=240, n_val=60, n_test=60, n_stress=252, n_val_stress=252),
     "default": BenchmarkConfig(),
-    "paper": BenchmarkConfig(image_size=96, n_train=18000, n_val=2500, n_test=4000, n_stress=5040),
+    "paper": BenchmarkConfig(image_size=96, n_train=18000, n_val=2500, n_test=4000, n_stress=6048, n_val_stress=3024),
 }
+
+
+@dataclass(frozen=True)
+class NamedConfiguration:
+    """A benchmark configuration of the pipeline: overrides applied on top of a size profile."""
+
+    purpose: str  # what the configuration tests
+    overrides: dict
+
+
+BENCHMARK_CONFIGS: dict[str, NamedConfiguration] = {
+    "default": NamedConfiguration(
+        "6 classes, soft MONET-like scores; SCI mostly reducible (rare SCGs carry their own learnable "
+        "variant look, weak mimicry): what a coverage-aware method can fix.", {}),
+    "many_classes": NamedConfiguration(
+        "9 classes and a steeper concept-coverage tail (exponent 2.5): more tail classes and rarer SCGs "
+        "for the same training size; stress sizes keep the same count per SCG.",
+        {"n_classes": 9, "coverage_tail_exponent": 2.5}),
+    "hard_descriptors": NamedConfiguration(
+        "0/1 concept annotations (CelebA-like) instead of soft probabilities: coverage and CDI weights "
+        "become counts, and a method cannot lean on score calibration.", {"descriptor_kind": "hard"}),
+    "strong_mimicry": NamedConfiguration(
+        "The hard case: a rare concept pulls the lesion strongly towards the concept's home class "
+        "(mimicry 0.6), so much of the SCI is confusability that more coverage does not remove.",
+        {"concept_mimicry": 0.6}),
+}
+
+
+def configuration_overrides(name: str, profile: str = "default") -> dict[str, Any]:
+    """The overrides of a named configuration for a profile; stress-like splits keep the profile's
+    count per (class, concept, subgroup) group when the configuration changes the number of groups."""
+    if name not in BENCHMARK_CONFIGS:
+        raise ConfigError(f"unknown benchmark configuration {name!r}; choose one of {sorted(BENCHMARK_CONFIGS)}")
+    if profile not in BENCHMARK_PROFILES:
+        raise ConfigError(f"unknown benchmark profile {profile!r}; choose one of {sorted(BENCHMARK_PROFILES)}")
+    overrides = dict(BENCHMARK_CONFIGS[name].overrides)
+    base = BENCHMARK_PROFILES[profile]
+    cfg = apply_overrides(base, overrides, source=f"benchmark configuration {name}")
+    groups, base_groups = cfg.n_classes * cfg.n_skin_tones, base.n_classes * base.n_skin_tones
+    if groups != base_groups:
+        for key in ("n_stress", "n_val_stress"):
+            overrides.setdefault(key, getattr(base, key) // base_groups * groups)
+    return overrides
 
 
 def benchmark_config(profile: str = "default", config_file: str | Path | None = None,
@@ -302,6 +384,28 @@ def _mimicry_targets(cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray]:
     return home, rarity
 
 
+def _variant_shifts(cfg: BenchmarkConfig, seed: int) -> np.ndarray:
+    """(C, K, F) appearance change of each (class, concept) variant at full strength.
+
+    The learnable structure of a rare SCG: a pattern the class never shows (one of its absent
+    pattern fields, weight 0.7), a colour shift of 0.15 in a fixed direction and a size change
+    of +-20%. It is the same for every lesion of the SCG (only its amount varies with the
+    concept's intensity), so a model that saw enough of the SCG learns it; drawn from its own
+    stream, so it does not move any other draw.
+    """
+    names = cfg.resolved_class_names()
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 211]))
+    shifts = np.zeros((len(names), len(CONCEPTS), len(APPEARANCE_FIELDS)))
+    for c, name in enumerate(names):
+        absent = [7 + j for j, w in enumerate(CLASS_APPEARANCE[name][7:]) if w == 0.0]
+        for k in range(len(CONCEPTS)):
+            colour = rng.normal(size=3)
+            shifts[c, k, 4:7] = 0.15 * colour / np.linalg.norm(colour)
+            shifts[c, k, 0] = CLASS_APPEARANCE[name][0] * rng.choice([-0.2, 0.2])
+            shifts[c, k, absent[rng.integers(len(absent))]] = 0.7
+    return shifts
+
+
 def _class_appearance(cfg: BenchmarkConfig) -> np.ndarray:
     """(C, F) appearance vectors, pulled towards their mean by class_separation."""
     app = np.array([CLASS_APPEARANCE[n] for n in cfg.resolved_class_names()], dtype=np.float64)
@@ -318,6 +422,7 @@ class _Design:
     intensity: np.ndarray  # (N, K) float, 0 where absent
     appearance: np.ndarray  # (N, F)
     clinical: np.ndarray  # (N,) bool
+    split: np.ndarray  # (N,) split name of each image (``coverage_reference`` included)
 
 
 def sample_benchmark_metadata(cfg: BenchmarkConfig, seed: int) -> pd.DataFrame:
@@ -329,30 +434,56 @@ def sample_benchmark_metadata(cfg: BenchmarkConfig, seed: int) -> pd.DataFrame:
     return _design(cfg.validate(), seed).frame
 
 
+def balanced_profile(profile: np.ndarray) -> np.ndarray:
+    """(C, K, S) oracle profile: every concept equally likely within a (class, subgroup), at the
+    natural profile's mean rate there (so an image carries as many concepts on average)."""
+    return np.broadcast_to(profile.mean(axis=1, keepdims=True), profile.shape)
+
+
 def _design(cfg: BenchmarkConfig, seed: int) -> _Design:
-    """Draw every per-lesion and per-image quantity (all but pixel-level randomness)."""
-    ss = np.random.SeedSequence([int(seed), 7])
-    r_split, r_concept, r_app, r_meta, r_score, r_order = (np.random.default_rng(s) for s in ss.spawn(6))
-    names = cfg.resolved_class_names()
-    n_c, n_k, n_s = len(names), len(CONCEPTS), cfg.n_skin_tones
-    profile = concept_profile(cfg, seed)
+    """The benchmark's design; a balanced-coverage benchmark adds the natural training rows as
+    ``coverage_reference`` (new ids after the others), everything else identical to the natural one."""
+    natural = _draw(cfg, seed, balanced_train=False)
+    if cfg.train_coverage == "natural":
+        return natural
+    oracle = _draw(cfg, seed, balanced_train=True)
+    keep = natural.split == "train"
+    ref = natural.frame[keep].copy()
+    n_les, n_img = oracle.frame["lesion_id"].nunique(), len(oracle.frame)
+    lesion_no = ref["lesion_id"].str[3:].astype(np.int64)
+    ref["lesion_id"] = [f"IL_{n_les + i:07d}" for i in lesion_no]
+    ref["isic_id"] = [f"ISIC_{n_img + i + 1:07d}" for i in range(len(ref))]
+    ref["split"] = REFERENCE_SPLIT
+    frame = pd.concat([oracle.frame, ref], ignore_index=True)
+    parts = [(getattr(oracle, f), getattr(natural, f)[keep]) for f in
+             ("label", "tone", "present", "intensity", "appearance", "clinical", "split")]
+    label, tone, present, intensity, appearance, clinical, split = (np.concatenate(p) for p in parts)
+    split[len(oracle.split):] = REFERENCE_SPLIT
+    return _Design(frame, label, tone, present, intensity, appearance, clinical, split)
+
+
+def _draw_lesions(cfg: BenchmarkConfig, profile: np.ndarray, balanced_train: bool, r_split, r_concept):
+    """Class, tone, concept presence and split of every lesion, split by split (stress-like splits
+    force one concept per lesion, every (class, concept, subgroup) equally often)."""
+    n_c, n_k, n_s = profile.shape
     priors = class_priors(cfg)
     tone_w = np.asarray(cfg.skin_tone_weights or [1.0] * n_s, dtype=np.float64)
     tone_w = tone_w / tone_w.sum()
-
-    # ---- lesions: class, tone, concepts
     labels, tones, present, splits = [], [], [], []
     for split in ("train", "val", "test"):
         n = getattr(cfg, f"n_{split}")
         y = r_split.choice(n_c, size=n, p=priors)
         s = r_split.choice(n_s, size=n, p=tone_w)
-        pres = r_concept.random((n, n_k)) < profile[y, :, s]
+        rates = balanced_profile(profile) if (split == "train" and balanced_train) else profile
+        pres = r_concept.random((n, n_k)) < rates[y, :, s]  # same draws whatever the rates
         labels.append(y)
         tones.append(s)
         present.append(pres)
         splits += [split] * n
-    n = cfg.n_stress
-    if n:
+    for split in ("stress", "val_stress"):
+        n = getattr(cfg, f"n_{split}")
+        if not n:
+            continue
         groups = np.arange(n) % (n_c * n_k * n_s)
         groups = r_split.permutation(groups)
         y, rest = np.divmod(groups, n_k * n_s)
@@ -362,24 +493,41 @@ def _design(cfg: BenchmarkConfig, seed: int) -> _Design:
         labels.append(y)
         tones.append(s)
         present.append(pres)
-        splits += ["stress"] * n
-    label = np.concatenate(labels).astype(np.int64)
-    tone = np.concatenate(tones).astype(np.int64)
-    present = np.concatenate(present)
-    split = np.array(splits, dtype=object)
+        splits += [split] * n
+    return (np.concatenate(labels).astype(np.int64), np.concatenate(tones).astype(np.int64),
+            np.concatenate(present), np.array(splits, dtype=object))
+
+
+def _draw(cfg: BenchmarkConfig, seed: int, balanced_train: bool) -> _Design:
+    """Draw every per-lesion and per-image quantity (all but pixel-level randomness).
+
+    ``balanced_train`` changes only the rates the training split's concepts are compared with:
+    the number and order of random draws is the same, so every other split is identical."""
+    ss = np.random.SeedSequence([int(seed), 7])
+    r_split, r_concept, r_app, r_meta, r_score, r_order = (np.random.default_rng(s) for s in ss.spawn(6))
+    names = cfg.resolved_class_names()
+    n_c, n_k, n_s = len(names), len(CONCEPTS), cfg.n_skin_tones
+    profile = concept_profile(cfg, seed)
+
+    # ---- lesions: class, tone, concepts
+    label, tone, present, split = _draw_lesions(cfg, profile, balanced_train, r_split, r_concept)
     order = r_order.permutation(len(label))  # interleave splits, as lesion ids of real data are
     label, tone, present, split = label[order], tone[order], present[order], split[order]
     n_les = len(label)
     intensity = np.where(present, r_concept.uniform(cfg.intensity_min, 1.0, size=(n_les, n_k)), 0.0)
 
-    # ---- appearance: class signature, pulled towards the home class of rare concepts, plus noise
+    # ---- appearance: class signature, pulled towards the home class of rare concepts (mimicry),
+    # plus the (class, concept) variant of rare concepts, plus noise
     app_c = _class_appearance(cfg)
     home, rarity = _mimicry_targets(cfg)
-    pull = intensity * rarity[label]  # (N, K)
+    pull = intensity * rarity[label]  # (N, K): rarity of each present concept for the lesion's class
     amount = np.minimum(1.0, cfg.concept_mimicry * pull.sum(axis=1))
     target = (pull @ app_c[home]) / np.maximum(pull.sum(axis=1, keepdims=True), 1e-9)
     target = np.where(pull.sum(axis=1, keepdims=True) > 0, target, app_c[label])
     appearance = (1 - amount)[:, None] * app_c[label] + amount[:, None] * target
+    # variant: appearance += sum_k min(1, concept_variant * rarity_ck * intensity_k) * shift_ck
+    variant = np.minimum(1.0, cfg.concept_variant * pull)
+    appearance += np.einsum("nk,nkf->nf", variant, _variant_shifts(cfg, seed)[label])
     noise = cfg.appearance_noise
     appearance = appearance + r_app.normal(size=appearance.shape) * _APP_NOISE * noise
     appearance[:, 4:7] += r_app.normal(size=(n_les, 1)) * _BRIGHTNESS_NOISE * noise
@@ -420,7 +568,10 @@ def _design(cfg: BenchmarkConfig, seed: int) -> _Design:
               + cfg.score_gain * (1 + cfg.score_miscalibration * (_CALIB_GAIN - 1)) * img_int
               + cfg.score_confound * confound
               + cfg.score_noise * r_score.normal(size=img_int.shape))
-    scores = np.round(_sigmoid(logits), 6)
+    if cfg.descriptor_kind == "hard":  # annotator: present when the logit passes the halfway point
+        scores = (logits >= cfg.score_bias + 0.5 * cfg.score_gain * cfg.intensity_min).astype(np.float64)
+    else:
+        scores = np.round(_sigmoid(logits), 6)
 
     n_img = len(rep)
     frame = pd.DataFrame({
@@ -443,7 +594,7 @@ def _design(cfg: BenchmarkConfig, seed: int) -> _Design:
     frame["label"] = label[rep]
     frame["class_name"] = np.array(names, dtype=object)[label[rep]]
     palette = np.round(tone * (len(SKIN_TONES) - 1) / (n_s - 1)).astype(np.int64) if n_s > 1 else np.full(n_les, 3)
-    return _Design(frame, label[rep], palette[rep], img_present, img_int, app_img, clinical)
+    return _Design(frame, label[rep], palette[rep], img_present, img_int, app_img, clinical, split[rep])
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -836,25 +987,32 @@ def _decode_jpeg(data: bytes, size: int) -> np.ndarray:
     return np.asarray(Image.frombytes("RGB", (size, size), data, "jpeg", "RGB", ""))
 
 
-def _render_order(design: _Design) -> np.ndarray:
-    """Rows in render order: grouped by class, so a batch mostly shares its class's patterns."""
-    return np.argsort(design.label, kind="stable")
-
-
-def _render_rows(design: _Design, cfg: BenchmarkConfig, seed: int, order: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render batch ``batch`` of the render order: (row indices, uint8 images (B, H, W, 3))."""
+def _render_plan(design: _Design, cfg: BenchmarkConfig) -> list[tuple[int, int, np.ndarray]]:
+    """Render batches as (stream, batch number, rows): each split on its own, grouped by class (so a
+    batch mostly shares its class's patterns), so a split's pixels never depend on another split's
+    content (the oracle's training split changes nothing else)."""
     bs = _render_batch_size(cfg.image_size)
-    rows = order[batch * bs:(batch + 1) * bs]
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 23, batch]))
+    plan = []
+    for name in (*SPLIT_ORDER, REFERENCE_SPLIT):
+        rows = np.flatnonzero(design.split == name)
+        rows = rows[np.argsort(design.label[rows], kind="stable")]
+        plan += [(_RENDER_STREAM[name], j, rows[at:at + bs]) for j, at in enumerate(range(0, len(rows), bs))]
+    return plan
+
+
+def _render_rows(design: _Design, cfg: BenchmarkConfig, seed: int, item: tuple[int, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Render one batch of the plan: (row indices, uint8 images (B, H, W, 3))."""
+    stream, batch, rows = item
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 23, stream, batch]))
     pixels = _render_batch(design.appearance[rows], design.tone[rows], design.intensity[rows],
                            design.clinical[rows], cfg.image_size, cfg.concept_strength, rng)
     return rows, pixels
 
 
-def _process_batch(batch: int, design: _Design, cfg: BenchmarkConfig, seed: int, order: np.ndarray, tmp: Path,
+def _process_batch(item: tuple[int, int, np.ndarray], design: _Design, cfg: BenchmarkConfig, seed: int, tmp: Path,
                    rel_paths: list[str], cache: np.ndarray) -> None:
     """Render, encode, write and decode (for the uint8 cache) one batch of images."""
-    rows, pixels = _render_rows(design, cfg, seed, order, batch)
+    rows, pixels = _render_rows(design, cfg, seed, item)
     for i, row in enumerate(rows):
         data = _encode_jpeg(pixels[i], cfg.jpeg_quality)
         path = tmp / rel_paths[row]
@@ -872,17 +1030,14 @@ def render_images(cfg: BenchmarkConfig, seed: int, start: int = 0, stop: int | N
     n = len(design.label)
     stop = n if stop is None else min(stop, n)
     wanted = np.arange(start, stop)
-    order = _render_order(design)
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
-    bs = _render_batch_size(cfg.image_size)
     out = np.empty((len(wanted), cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     slot = np.full(n, -1, dtype=np.int64)
     slot[wanted] = np.arange(len(wanted))
-    for batch in np.unique(position[wanted] // bs):
-        rows, pixels = _render_rows(design, cfg, seed, order, int(batch))
-        keep = slot[rows] >= 0
-        out[slot[rows[keep]]] = pixels[keep]
+    for item in _render_plan(design, cfg):
+        if (slot[item[2]] >= 0).any():
+            rows, pixels = _render_rows(design, cfg, seed, item)
+            keep = slot[rows] >= 0
+            out[slot[rows[keep]]] = pixels[keep]
     return out
 
 
@@ -901,6 +1056,86 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def estimated_memory(cfg: BenchmarkConfig, workers: int) -> int:
+    """Bytes a generation needs at its peak: the uint8 image cache, the design tables (about 2 kB a
+    row with the pandas frame and the CSV text) and each worker's float32 render buffers (about 40
+    full-batch planes)."""
+    size = cfg.image_size
+    per_worker = 40 * _render_batch_size(size) * 3 * size * size * 4
+    return cfg.n_images * (3 * size * size + 2048) + max(1, workers) * per_worker + 300 * 2**20
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux, else free pages); None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: BenchmarkConfig, workers: int) -> None:
+    """Refuse up front (one line, with the estimate) a generation that would not fit in memory."""
+    need, have = estimated_memory(cfg, workers), available_memory()
+    if have is not None and need > have:
+        raise BenchmarkError(
+            f"benchmark of {cfg.n_images} images of {cfg.image_size}x{cfg.image_size} px needs about "
+            f"{need / 2**30:.1f} GiB of memory, {have / 2**30:.1f} GiB available; lower image_size or the "
+            "split sizes (n_train, n_test, n_stress, ...), or use --workers 1")
+
+
+# top-level entries a generation writes; everything else in an output folder belongs to the user
+_OWN_ENTRIES = (METADATA_FILE, GROUNDTRUTH_FILE, INPUT_DIR, ".semcov", CONFIG_FILE)
+_OWN_IMAGE = re.compile(r"IL_\d{7}/ISIC_\d{7}\.jpg")
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """An existing ``out_dir`` must be empty or a previous benchmark whose image folder holds only
+    the generator's files (the user's other files beside it are kept)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise BenchmarkError(f"{out_dir} is a file, not a folder; choose another --out")
+    if not any(out_dir.iterdir()):
+        return
+    if not (out_dir / CONFIG_FILE).is_file():
+        raise BenchmarkError(f"{out_dir} exists, is not empty and is not a benchmark folder; refusing to overwrite it")
+    if not overwrite:
+        raise BenchmarkError(f"{out_dir} already holds a benchmark (overwrite=False)")
+    images = out_dir / INPUT_DIR
+    if images.is_dir():
+        for path in images.rglob("*"):
+            rel = path.relative_to(images).as_posix()
+            if path.is_file() and not _OWN_IMAGE.fullmatch(rel):
+                raise BenchmarkError(f"{out_dir} holds {path.relative_to(out_dir)}, not a generated file, inside "
+                                     f"{INPUT_DIR}; move it out or choose another --out")
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Move the generated entries of ``tmp`` into ``out_dir``, replacing only the generator's own
+    entries; the config file goes last, so an interrupted swap never looks like a finished benchmark."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    trash.mkdir()
+    try:
+        for name in (CONFIG_FILE, *_OWN_ENTRIES[:-1]):
+            if (out_dir / name).exists():
+                (out_dir / name).rename(trash / name)
+        for name in _OWN_ENTRIES:
+            if (tmp / name).exists():
+                (tmp / name).rename(out_dir / name)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, seed: int = 0, *,
                        workers: int | None = None, overwrite: bool = True, _keep_existing: bool = False) -> Path:
     """Write the benchmark in the MILK10k layout into ``out_dir`` (atomically) and return it.
@@ -909,17 +1144,16 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, seed: int = 0,
     columns), ``MILK10k_Training_GroundTruth.csv`` (one-hot per lesion),
     ``MILK10k_Training_Input/<lesion_id>/<isic_id>.jpg``, ``benchmark_config.yaml`` and a uint8
     image bundle that :func:`semcov_lib.images.load_images` uses instead of decoding the JPEGs.
-    An existing ``out_dir`` is replaced only if it is empty or a previous benchmark.
+    An existing ``out_dir`` must be empty or a previous benchmark: only the generator's own files
+    are replaced (files the user added beside them are kept), and a generation that would not fit
+    in memory is refused before anything is written.
     """
     from semcov_lib import images as images_mod
 
     cfg = cfg.validate()
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / CONFIG_FILE).is_file():
-            raise BenchmarkError(f"{out_dir} exists, is not empty and is not a benchmark folder; refusing to overwrite it")
-        if not overwrite:
-            raise BenchmarkError(f"{out_dir} already holds a benchmark (overwrite=False)")
+    _check_out_dir(out_dir, overwrite)
+    check_memory(cfg, workers or _default_workers())
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -931,19 +1165,16 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, seed: int = 0,
         (tmp / INPUT_DIR).mkdir()
         size = cfg.image_size
         cache = np.empty((len(frame), 3, size, size), dtype=np.uint8)
-        bs = _render_batch_size(size)
-        n_batches = (len(frame) + bs - 1) // bs
+        plan = _render_plan(design, cfg)
         n_workers = workers or _default_workers()
-        order = _render_order(design)
-        if n_workers > 1 and n_batches > 1:
+        if n_workers > 1 and len(plan) > 1:
             with ThreadPoolExecutor(n_workers) as pool:
-                futures = [pool.submit(_process_batch, i, design, cfg, seed, order, tmp, rel_paths, cache)
-                           for i in range(n_batches)]
+                futures = [pool.submit(_process_batch, item, design, cfg, seed, tmp, rel_paths, cache) for item in plan]
                 for fut in futures:
                     fut.result()
         else:
-            for i in range(n_batches):
-                _process_batch(i, design, cfg, seed, order, tmp, rel_paths, cache)
+            for item in plan:
+                _process_batch(item, design, cfg, seed, tmp, rel_paths, cache)
 
         meta = frame.drop(columns=["label", "class_name"])
         meta.to_csv(tmp / METADATA_FILE, index=False, lineterminator="\n")
@@ -955,11 +1186,7 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, seed: int = 0,
         if out_dir.exists() and _keep_existing and (out_dir / CONFIG_FILE).is_file():
             shutil.rmtree(tmp, ignore_errors=True)  # a concurrent generation of the same benchmark won
             return out_dir
-        if out_dir.exists():
-            trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            out_dir.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        tmp.rename(out_dir)
+        _install(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -1000,6 +1227,8 @@ def load_benchmark(profile: str = "default", seed: int = 0, overrides: dict[str,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m semcov_lib generate``."""
     parser.add_argument("--profile", default="default", choices=sorted(BENCHMARK_PROFILES), help="size profile")
+    parser.add_argument("--configuration", default="default", choices=sorted(BENCHMARK_CONFIGS),
+                        help="named benchmark configuration (its overrides come before --config and --set)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--out", default=None, help="output folder (default: the cache, reused if present)")
     parser.add_argument("--config", default=None, help="YAML file of BenchmarkConfig keys")
@@ -1010,18 +1239,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the benchmark and print a one-line summary."""
-    overrides = parse_overrides(args.overrides)
-    cfg = benchmark_config(args.profile, config_file=args.config, overrides=overrides)
+    from_file = load_yaml(args.config) if args.config else {}
+    for key in ("seed", "generator_version"):  # a benchmark_config.yaml written by generate_benchmark
+        from_file.pop(key, None)
+    named = configuration_overrides(getattr(args, "configuration", "default"), args.profile)
+    overrides = {**named, **from_file, **parse_overrides(args.overrides)}  # named < YAML file < --set
+    cfg = benchmark_config(args.profile, overrides=overrides)
     t0 = time.perf_counter()
     if args.out:
         out = generate_benchmark(cfg, args.out, args.seed, workers=args.workers)
     else:
-        out = ensure_benchmark(args.profile, args.seed, overrides=overrides, config_file=args.config,
-                               workers=args.workers)
+        out = ensure_benchmark(args.profile, args.seed, overrides=overrides or None, workers=args.workers)
     elapsed = time.perf_counter() - t0
     meta = pd.read_csv(out / METADATA_FILE, usecols=["split"])
     counts = meta["split"].value_counts()
-    parts = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLIT_ORDER)
+    names = (*SPLIT_ORDER, REFERENCE_SPLIT) if REFERENCE_SPLIT in counts else SPLIT_ORDER
+    parts = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in names)
     print(f"benchmark {args.profile} seed {args.seed}: {len(meta)} images ({parts}), {cfg.n_classes} classes, "
           f"{cfg.image_size}x{cfg.image_size} px, {elapsed:.1f} s -> {out}")
     return 0

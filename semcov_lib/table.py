@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "val", "test", "stress")
+# val_stress: coverage-balanced validation part (tuning); coverage_reference: rows that only give the
+# training coverage an oracle trained on other rows is evaluated against (never trained on)
+SPLITS = ("train", "val", "test", "stress", "val_stress", "coverage_reference")
 REQUIRED_COLUMNS = ("sample_id", "image_path", "label", "subgroup", "split")
 NO_SUBGROUP = "none"
 

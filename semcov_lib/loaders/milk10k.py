@@ -1,6 +1,6 @@
 """MILK10k reader (ISIC 2025; also the layout the embedded benchmark is written in).
 
-Files under ``root`` (see ``spec/DATASETS.md`` section 1):
+Files under ``root``:
 
 ``MILK10k_Training_Metadata.csv``     one row per image: lesion_id, image_type, isic_id, age_approx,
                                       sex, skin_tone_class, site, the 7 MONET concept probabilities
@@ -188,6 +188,14 @@ def _subgroups(meta: pd.DataFrame, subgroup: str, path: Path) -> pd.Series:
     return pd.Series(np.where(values.isin(["", "nan", "none"]), UNKNOWN, values), index=meta.index, dtype=object)
 
 
+def _descriptor_kind(frame: pd.DataFrame) -> str:
+    """``hard`` when every observed concept value is 0 or 1 (a benchmark generated with 0/1
+    annotations), else ``soft`` (MONET probabilities, as in MILK10k)."""
+    values = frame[list(MONET_COLUMNS)].to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return "hard" if len(values) and np.isin(values, (0.0, 1.0)).all() else "soft"
+
+
 def _seeded_split(lesion_class: pd.Series, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
     """Class-stratified lesion-level split: lesion_id -> train/val/test."""
     rng = np.random.default_rng(seed)
@@ -309,7 +317,7 @@ def load_milk10k(root: str | Path, image_type: str = "dermoscopic", subgroup: st
         name="milk10k",
         root=data_root,
         subgroup_name=subgroup,
-        descriptor_kind="soft",
+        descriptor_kind=_descriptor_kind(frame),
         source=str(meta_path),
         meta={"dataset": "milk10k", "image_type": wanted or "both", "split_source": split_source,
               "metadata_file": str(meta_path), "groundtruth_file": str(gt_path)},
