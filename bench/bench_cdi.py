@@ -8,7 +8,7 @@ default metrics on ``--paired-n`` evaluation samples). ``--calibration R`` estim
 of the percentile and BCa 95% CIs of the CDI over R simulated evaluation splits of 2000 samples
 (true CDI from one evaluation split of 400,000 samples).
 
-Workload (the performance requirement of METHODS.md §2 in this project): training coverage from
+Workload (the performance requirement of docs/METHODS.md, section "Coverage Disparity Index" in this project): training coverage from
 ``n`` training samples and the CDI with ``n_boot`` bootstrap resamples on ``n`` evaluation
 samples, 11 classes, 7 descriptors (5% missing), 6 subgroups, soft weights, m = 5.
 

@@ -265,7 +265,10 @@ class BenchmarkConfig:
 
 
 BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {
-    "smoke": BenchmarkConfig(image_size=32, n_train=240, n_val=60, n_test=60, n_stress=252, n_val_stress=252),
+    # Two skin tones and 6 stress images per SCG, so that even the smoke profile has SCGs that pass the
+    # CDI's validity rules (>= 10 training images per (class, subgroup), evaluation weight >= 5).
+    "smoke": BenchmarkConfig(image_size=32, n_train=900, n_val=120, n_test=300, n_stress=504, n_val_stress=504,
+                             n_skin_tones=2, skin_tone_weights=(0.5, 0.5)),
     "default": BenchmarkConfig(),
     "paper": BenchmarkConfig(image_size=96, n_train=18000, n_val=2500, n_test=4000, n_stress=6048, n_val_stress=3024),
 }

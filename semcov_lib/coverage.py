@@ -1,4 +1,4 @@
-"""Semantic Coverage Imbalance (SCI) analysis on the training split (METHODS.md §1).
+"""Semantic Coverage Imbalance (SCI) analysis on the training split (docs/METHODS.md, section "Coverage").
 
 A Semantic Coverage Group (SCG) is g = (class c, descriptor k, subgroup s). Sample i belongs to
 g with weight ``w_ig = 1[y_i=c] 1[s_i=s] phi(a_ik)``, where ``phi(a) = a`` (soft, default) or

@@ -1,8 +1,8 @@
 """Tiny copies of every supported dataset, written in the exact real on-disk formats.
 
 Used by the tests and by the datasets notebook, so every loader runs end to end without the
-real data (which the package never downloads). The formats follow ``DATASETS.md`` (the project
-spec), including the irregularities a real copy has: multi-space alignment and the trailing
+real data (which the package never downloads). The formats follow each dataset's published release
+(see the data manifests in ``semcov_lib/data_manifests/``), including the irregularities a real copy has: multi-space alignment and the trailing
 space after ``Young`` (CelebA), a 6-token line and top-level ``attributes.txt`` (CUB), Windows
 backslash paths and tab-separated tag matrices (NUS-WIDE), leading ``/`` and ±1 ingredient
 labels (VireoFood-172), empty CSV fields (ISIC-DICM-17K, MILK10k), double-nested folders
@@ -81,7 +81,7 @@ def _score(*keys: int) -> float:
 # --------------------------------------------------------------------------- MILK10k
 def write_milk10k(dest: str | Path, nested: bool = False, lesions_per_class: int = 10,
                   classes: tuple[str, ...] = ("BCC", "MEL", "NV"), supplement: bool = True) -> Path:
-    """MILK10k training files (DATASETS.md §1): metadata (2 rows per lesion), one-hot ground truth,
+    """MILK10k training files (as released): metadata (2 rows per lesion), one-hot ground truth,
     supplement, and ``MILK10k_Training_Input/<lesion_id>/<isic_id>.jpg`` (both image types).
 
     Lesion 2 has empty age and skin tone, lesion 3 an empty sex, lesion 4 an empty site.
@@ -123,7 +123,7 @@ def write_milk10k(dest: str | Path, nested: bool = False, lesions_per_class: int
 
 
 # --------------------------------------------------------------------------- CelebA
-# Two data rows copied from the real list_attr_celeba.txt excerpt in DATASETS.md.
+# Two data rows copied from the real list_attr_celeba.txt.
 _CELEBA_REAL_ROWS = {
     "000001.jpg": "-1  1  1 -1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1  1 -1  1 -1 -1  1 -1 -1  1 -1 -1 -1  1  1 -1  1 -1  1 -1 -1  1",
     "000007.jpg": "1 -1  1  1 -1 -1  1  1  1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1  1 -1 -1  1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1",
@@ -222,7 +222,7 @@ def cub_fixture_labels() -> list[tuple[int, int, int, int, float]]:
 
 
 def write_cub(dest: str | Path, attributes_in: str = "top") -> Path:
-    """CUB-200-2011 (DATASETS.md §3): 2 classes x 4 images (3 train, 1 test), 6 attributes."""
+    """CUB-200-2011 (as released): 2 classes x 4 images (3 train, 1 test), 6 attributes."""
     if attributes_in not in ("top", "attributes"):
         raise ValueError(f"attributes_in must be 'top' or 'attributes', got {attributes_in!r}")
     root = Path(dest) / "cub_200_2011"
@@ -293,7 +293,7 @@ def _isic_line(row: tuple) -> str:
 
 
 def write_isic_dicm_17k(dest: str | Path, descriptors: bool = True) -> Path:
-    """ISIC-DICM-17K (DATASETS.md §4): train/valid metadata CSVs, images, optional descriptors.csv.
+    """ISIC-DICM-17K (as released): train/valid metadata CSVs, images, optional descriptors.csv.
 
     Images are named ``<isic_id>.jpg`` under ``images/`` except the first training image, which is
     stored under its curated ``image``-column name in a sub-folder (tests the recursive search).
@@ -400,7 +400,7 @@ def vireo_fixture_ingredients(class_id: int, k: int) -> list[int]:
 
 
 def write_vireofood172(dest: str | Path) -> Path:
-    """VireoFood-172 (DATASETS.md §5b): 3 classes x 4 images (TR 2, VAL 1, TE 1 per class), 5 ingredients."""
+    """VireoFood-172 (as released): 3 classes x 4 images (TR 2, VAL 1, TE 1 per class), 5 ingredients."""
     root = Path(dest) / "VireoFood172"
     split_dir = root / "SplitAndIngreLabel"
     lists: dict[str, list[str]] = {"TR": [], "VAL": [], "TE": []}

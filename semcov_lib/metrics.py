@@ -1,4 +1,4 @@
-"""Evaluation metrics (METHODS.md §7), scikit-learn backed, plus ``evaluate`` -> one flat dict.
+"""Evaluation metrics (docs/METHODS.md, section "Metrics"), scikit-learn backed, plus ``evaluate`` -> one flat dict.
 
 Conventions shared by every function here:
 

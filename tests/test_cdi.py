@@ -1,4 +1,4 @@
-"""CDI (METHODS.md §2) against scipy and a loop reference; invariances, bootstrap and edge cases."""
+"""CDI (docs/METHODS.md, section "Coverage Disparity Index") against scipy and a loop reference; invariances, bootstrap and edge cases."""
 
 from __future__ import annotations
 

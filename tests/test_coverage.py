@@ -1,4 +1,4 @@
-"""Coverage (METHODS.md §1) against slow, obvious loop implementations, plus invariances and errors."""
+"""Coverage (docs/METHODS.md, section "Coverage") against slow, obvious loop implementations, plus invariances and errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics (METHODS.md §7) against scikit-learn / explicit loops on the same inputs; edge cases."""
+"""Metrics (docs/METHODS.md, section "Metrics") against scikit-learn / explicit loops on the same inputs; edge cases."""
 
 from __future__ import annotations
 

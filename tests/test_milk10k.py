@@ -1,4 +1,4 @@
-"""MILK10k reader on small fixtures written in the exact real file format (spec/DATASETS.md section 1)."""
+"""MILK10k reader on small fixtures written in the exact real file format (MILK10k's published file layout)."""
 
 from __future__ import annotations
 

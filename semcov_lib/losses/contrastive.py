@@ -1,4 +1,4 @@
-"""Contrastive and multi-label losses used by SADCL and CMLTNet (METHODS.md §4, §5).
+"""Contrastive and multi-label losses used by SADCL and CMLTNet (docs/METHODS.md, sections "SADCL" and "CMLTNet").
 
 * :func:`sscl_loss` -- SADCL's sample-to-sample supervised contrastive loss over activated
   label features (SupCon with the *label index* as the class of each feature).

@@ -1,4 +1,4 @@
-"""Long-tail and group-robustness baseline losses (METHODS.md §6).
+"""Long-tail and group-robustness baseline losses (docs/METHODS.md, section "Baselines").
 
 Every loss here is a small function plus, where it holds state (class counts, group
 weights), an ``nn.Module`` wrapper whose per-class tensors are buffers, so they follow

@@ -1,4 +1,4 @@
-"""Long-tail and group-robustness baselines (METHODS.md §6), all on one architecture.
+"""Long-tail and group-robustness baselines (docs/METHODS.md, section "Baselines"), all on one architecture.
 
 Every baseline is ``VisualEncoder`` (backbone + Linear(C, D) + ReLU) → dropout → classifier
 with T outputs; only the loss, the sampling schedule or the test-time logits differ:

@@ -1,4 +1,4 @@
-"""CMLTNet: cross-modal privileged text for long-tailed classification (METHODS.md §5).
+"""CMLTNet: cross-modal privileged text for long-tailed classification (docs/METHODS.md, section "CMLTNet").
 
 **This is a reconstruction from the paper's abstract**; the published architecture details
 are not available, so every choice below is this project's own and is a named option.

@@ -1,4 +1,4 @@
-"""SADCL: semantic-aware dual contrastive learning (METHODS.md §4), sized for the CPU.
+"""SADCL: semantic-aware dual contrastive learning (docs/METHODS.md, section "SADCL"), sized for the CPU.
 
 Architecture (Query2Label-style):
 
