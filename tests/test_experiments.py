@@ -59,23 +59,27 @@ def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
 
 
 def test_pipeline_configs_cover_every_notebook_grid_once():
-    params = {"profile": "smoke", "seeds": [0, 1], "ablation_seeds": [0], "sweep_seeds": [0],
-              "lambda_dva_values": [0.03], "lambda_cdi_values": [100.0], "tail_exponents": [0.5]}
+    params = {"profile": "smoke", "seeds": [0, 1], "ablation_seeds": [0], "configurations": ["default", "hard_descriptors"]}
     configs = experiments.pipeline_configs(params)
     folders = [run_dir_for(c) for c in configs]
     assert len(set(folders)) == len(folders)
+    from semcov_lib.tune import tune_configs
+
+    methods = experiments.CONFIGURATION_METHODS  # no rebalancing run has finished: it is not chosen yet
     expected = [
         *experiments.main_configs("smoke", [0, 1]),
         *experiments.descriptor_learner_configs("smoke", [0, 1]),
         *experiments.flatten(experiments.descriptor_source_configs("smoke", [0, 1])),
         *experiments.flatten(experiments.ablation_configs("smoke", [0])),
-        *experiments.flatten(experiments.sensitivity_configs("smoke", [0], [0.03], [100.0])),
-        *experiments.flatten(experiments.tail_sweep_configs("smoke", [0], [0.5])),
+        *tune_configs("smoke", [0, 1]),
+        *experiments.flatten(experiments.configuration_configs("smoke", [0, 1], ["default", "hard_descriptors"], methods)),
     ]
     assert set(folders) == {run_dir_for(c) for c in expected}
     assert {c.method for c in configs} >= set(experiments.MAIN_METHODS) and "erm_desc" in experiments.MAIN_METHODS
-    with pytest.raises(ValueError, match="tail_exponents"):
-        experiments.pipeline_configs({k: v for k, v in params.items() if k != "tail_exponents"})
+    oracle = [c for c in configs if c.benchmark_overrides.get("train_coverage") == "balanced"]
+    assert len(oracle) == 2 * 2 and {c.method for c in oracle} == {"erm"}
+    with pytest.raises(ValueError, match="configurations"):
+        experiments.pipeline_configs({k: v for k, v in params.items() if k != "configurations"})
 
 
 def test_descriptor_source_grid_shares_the_default_run():

@@ -86,7 +86,8 @@ def test_local_grid_trains_through_submitit_then_reuses(tmp_path, capsys, monkey
 
 
 def test_local_grid_reports_a_failed_run(tmp_path):
-    bad = train_config("erm", "smoke", 0, {"epochs": 1, "max_steps": 1, "n_boot": 10, "device": "nonsense"})
+    # an absurd learning rate: the loss turns non-finite and training stops with an error
+    bad = train_config("erm", "smoke", 0, {"epochs": 1, "max_steps": 5, "n_boot": 10, "lr": 1e38})
     failures = grid.run_local([bad], root=tmp_path, jobs=1, progress=False)
     assert len(failures) == 1 and failures[0].startswith("erm seed 0:") and "log:" in failures[0]
 
