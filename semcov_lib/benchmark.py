@@ -294,9 +294,11 @@ BENCHMARK_CONFIGS: dict[str, NamedConfiguration] = {
         "0/1 concept annotations (CelebA-like) instead of soft probabilities: coverage and CDI weights "
         "become counts, and a method cannot lean on score calibration.", {"descriptor_kind": "hard"}),
     "strong_mimicry": NamedConfiguration(
-        "The hard case: a rare concept pulls the lesion strongly towards the concept's home class "
-        "(mimicry 0.6), so much of the SCI is confusability that more coverage does not remove.",
-        {"concept_mimicry": 0.6}),
+        "The harder case: a rare concept pulls the lesion strongly towards the concept's home class "
+        "(mimicry 0.6, the first benchmark version's value), so rare SCGs are also confusable with "
+        "another class. Measured (ERM, seed 0, stress): CDI 0.57 vs 0.50 on the default, but a "
+        "balanced-coverage oracle still brings it to 0.06, because the variant look stays learnable; "
+        "a nearly irreducible case needs concept_variant=0 and mimicry near 1.", {"concept_mimicry": 0.6}),
 }
 
 
