@@ -299,6 +299,11 @@ BENCHMARK_CONFIGS: dict[str, NamedConfiguration] = {
         "another class. Measured (ERM, seed 0, stress): CDI 0.57 vs 0.50 on the default, but a "
         "balanced-coverage oracle still brings it to 0.06, because the variant look stays learnable; "
         "a nearly irreducible case needs concept_variant=0 and mimicry near 1.", {"concept_mimicry": 0.6}),
+    "confusable": NamedConfiguration(
+        "The irreducible case: a rare concept makes the lesion look like the concept's home class "
+        "(mimicry 1.0) and carries no variant look of its own. Measured (ERM, seed 0, stress): CDI "
+        "0.58, balanced-coverage oracle 0.17 (within-class rho -0.61 vs -0.38): a large part of its "
+        "SCI is confusion more coverage does not remove.", {"concept_mimicry": 1.0, "concept_variant": 0.0}),
 }
 
 
