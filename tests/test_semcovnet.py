@@ -203,7 +203,7 @@ def test_defaults_registry_and_cached_features():
     assert (d["lambda_dva"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
         0.1, 1.0, 2, 256, 0.1)
     assert d["dva_mode"] == "infonce"  # the cosine form collapses (see test_dva_aligns_without_collapse)
-    assert (d["cdi_mode"], d["lambda_cdi"]) == ("closed_loop", 1.0)  # reports/tables/tuning_choice.json
+    assert (d["cdi_mode"], d["lambda_cdi"]) == ("closed_loop", 3.0)  # reports/tables/tuning_choice.json
     info = _info(input_shape=(20, 2, 2), features_cached=True)
     model = build_method("semcovnet", info, {**TINY, "backbone": "cached", "adapter_channels": 8})
     batch = {**_batch(), "x": torch.randn(12, 20, 2, 2).half()}
