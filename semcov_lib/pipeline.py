@@ -63,7 +63,8 @@ def notebook_parameters(path: Path) -> set[str]:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    seconds = round(seconds)  # 1079.6 s is 18 min 00 s, not 17 min 60 s
+    return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def _execute(nb: Path, target: Path, given: dict) -> None:
@@ -77,6 +78,21 @@ def _execute(nb: Path, target: Path, given: dict) -> None:
                          f"the executed copy with the traceback is {target}") from None
 
 
+def train_grid(params: dict, jobs: int) -> int:
+    """Train every run the notebooks need before they execute, one progress line per finished run
+    in the terminal (inside the notebooks, runs are then only read back). Two passes: the second
+    adds the runs chosen from finished ones (the rebalancing baseline chosen on validation)."""
+    from semcov_lib.experiments import pipeline_configs
+    from semcov_lib.train import train_many
+
+    for attempt in range(2):
+        configs = pipeline_configs(params)
+        print(f"[{params['profile']}] training grid, pass {attempt + 1}: {len(configs)} runs (finished ones are reused)",
+              flush=True)
+        train_many(configs, jobs=jobs, progress=True)
+    return len(configs)
+
+
 def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | None = None) -> pd.DataFrame:
     """Execute ``notebooks/[0-9][0-9]_*.ipynb`` in order; returns the timing table it also writes."""
     params = dict(profile_params(profile), jobs=jobs)
@@ -85,8 +101,11 @@ def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | Non
     notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
-    os.environ.setdefault("TQDM_DISABLE", "1")
     rows, start = [], time.perf_counter()
+    if not only:
+        train_grid(params, jobs)
+        rows.append({"profile": profile, "notebook": "training grid", "seconds": round(time.perf_counter() - start, 1)})
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the notebooks' own output stays quiet
     try:
         for i, nb in enumerate(notebooks, 1):
             given = {k: v for k, v in params.items() if k in notebook_parameters(nb)}

@@ -54,6 +54,7 @@ def fake_repo(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setattr(pipeline, "report_root", lambda sub="": tmp_path / "reports" / sub if sub else tmp_path / "reports")
     monkeypatch.setattr(pipeline, "_execute", fake_execute)
+    monkeypatch.setattr(pipeline, "train_grid", lambda params, jobs: calls.append(("grid", params["seed"], jobs)))
     return tmp_path, calls
 
 
@@ -63,11 +64,13 @@ def test_profiles_get_their_own_executed_folder_and_timing(fake_repo, capsys):
     pipeline.run_notebooks("default", jobs=1, only=["02"])
     assert sorted(p.name for p in (root / "reports" / "executed" / "smoke").iterdir()) == ["01_a.ipynb", "02_b.ipynb"]
     assert [p.name for p in (root / "reports" / "executed" / "default").iterdir()] == ["02_b.ipynb"]
-    assert calls[0] == ("01_a.ipynb", {"seed": 1})  # only declared parameters are passed
-    assert calls[1] == ("02_b.ipynb", {"jobs": 2})
+    assert calls[0] == ("grid", 1, 2)  # the whole grid is trained first, then the notebooks re-plot
+    assert calls[1] == ("01_a.ipynb", {"seed": 1})  # only declared parameters are passed
+    assert calls[2] == ("02_b.ipynb", {"jobs": 2})
+    assert ("grid", 3, 1) not in calls  # a partial run (--only) trains nothing up front
     smoke = pd.read_csv(root / "reports" / "smoke" / "tables" / "pipeline_timing.csv")
     assert list(smoke.columns) == ["profile", "notebook", "seconds"]
-    assert list(smoke["notebook"]) == ["01_a.ipynb", "02_b.ipynb"] and (smoke["seconds"] >= 0).all()
+    assert list(smoke["notebook"]) == ["training grid", "01_a.ipynb", "02_b.ipynb"] and (smoke["seconds"] >= 0).all()
     default = pd.read_csv(root / "reports" / "tables" / "pipeline_timing.csv")
     assert list(default["profile"]) == ["default"]
     out = capsys.readouterr().out
@@ -84,7 +87,8 @@ def test_timing_is_written_when_a_notebook_fails(fake_repo, monkeypatch):
     monkeypatch.setattr(pipeline, "_execute", failing)
     with pytest.raises(SystemExit, match="02_b"):
         pipeline.run_notebooks("default")
-    assert list(pd.read_csv(root / "reports" / "tables" / "pipeline_timing.csv")["notebook"]) == ["01_a.ipynb"]
+    assert list(pd.read_csv(root / "reports" / "tables" / "pipeline_timing.csv")["notebook"]) == ["training grid",
+                                                                                                 "01_a.ipynb"]
 
 
 README = "# T\n\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n"
