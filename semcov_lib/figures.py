@@ -575,7 +575,8 @@ def cdi_by_configuration(frame: pd.DataFrame, metric: str = "cdi", ncols: int = 
     axes[0].invert_yaxis()
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=3, frameon=False,
                fontsize="x-small")
-    add_note(fig, "Error bars: 95% CI (bootstrap over seeds and evaluation samples); dashed: ERM; "
+    add_note(fig, "Points: mean over seeds; error bars: each run's 95% bootstrap CI over evaluation samples, "
+                  "bounds averaged over seeds; dashed: ERM; "
                   "dotted: oracle trained with balanced coverage; shaded: reducible SCI")
     return fig
 
