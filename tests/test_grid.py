@@ -109,3 +109,25 @@ def test_slurm_submission_is_one_throttled_array(tmp_path, monkeypatch):
                  "#SBATCH --cpus-per-task=4", "#SBATCH --array=0-2%2"):
         assert line in script, line
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_notebook_only_replots_the_runs_a_grid_trained(tmp_path):
+    """Runs trained by the grid (submitit's local executor) are what notebook 02 reads: executing it
+    afterwards trains nothing (no new run folder, no finished folder rewritten)."""
+    import papermill as pm
+
+    from semcov_lib.paths import REPO_ROOT, RUNS_DIR
+    from semcov_lib.train import COMPLETE_MARKER
+
+    groups = [experiments.main_configs("smoke", [0], [m]) for m in ("erm", "erm_desc", "semcovnet")]
+    groups.append(experiments.descriptor_source_configs("smoke", [0])["semcovnet (predicted_test)"])
+    configs = [c for g in groups for c in g]
+    assert grid.run_local(configs, jobs=2, progress=False) == []
+    before = {p: p.stat().st_mtime_ns for p in RUNS_DIR.glob(f"*/*/{COMPLETE_MARKER}")}
+    assert {run_dir_for(c) / COMPLETE_MARKER for c in configs} <= set(before)
+    notebook = REPO_ROOT / "notebooks" / "02_train_semcovnet.ipynb"
+    pm.execute_notebook(str(notebook), str(tmp_path / notebook.name), parameters={"output_subdir": "test_grid_replot"}, kernel_name="python3",
+                        cwd=str(notebook.parent), progress_bar=False, log_output=False)
+    after = {p: p.stat().st_mtime_ns for p in RUNS_DIR.glob(f"*/*/{COMPLETE_MARKER}")}
+    assert after == before
