@@ -36,7 +36,7 @@ test-unit: setup ## Unit tests only
 test-notebooks: setup ## Notebook tests only (nbval)
 	TQDM_DISABLE=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider notebooks/
 
-paper-figures: setup ## Execute notebooks 01-06 with papermill (PROFILE=default) into reports/
+paper-figures: setup ## Train every run (progress per run), then execute notebooks 01-06 with papermill (PROFILE=default) into reports/
 	$(PY) -m semcov_lib.pipeline --profile $(PROFILE) --jobs $(JOBS)
 
 readme-results: setup ## Copy the last pipeline's results (tables/readme_results.md) into README.md
