@@ -14,7 +14,7 @@ import torch
 
 from semcov_lib.methods import build_method
 from semcov_lib.methods.base import Method
-from semcov_lib.train import TrainConfig, load_checkpoint, make_batch, prepare_data, run_dir_for
+from semcov_lib.train import TrainConfig, make_batch, prepare_data, run_dir_for
 
 
 def load_predictions(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:

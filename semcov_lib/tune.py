@@ -9,9 +9,7 @@ one setting by the rule below and writes
 ``reports/tables/tuning_choice.json``    the chosen hyper-parameters, the rule and the numbers
 
 Scores come from the run folder's ``metrics.json`` sub-object ``val_stress`` (the
-coverage-balanced validation part), else ``val``; when neither carries the CDI keys they are
-recomputed from ``predictions_val.csv`` (see :func:`scores_from_predictions`). Test and stress
-splits choose nothing.
+coverage-balanced validation part), else ``val``. Test and stress splits choose nothing.
 
 Rule (:class:`TuneRule`): a setting is eligible when, averaged over seeds and paired with ERM by
 seed, its validation macro-F1 is at most ``max_f1_drop`` below ERM's and its Head- and
@@ -28,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from semcov_lib.paths import TABLES_DIR
@@ -44,8 +41,6 @@ DEFAULT_GRID: dict[str, dict[str, Any]] = {
     "closed_loop_3": {"cdi_mode": "closed_loop", "lambda_cdi": 3.0},
 }
 SCORE_KEYS = ("macro_f1", "balanced_accuracy", "cdi", "cdi_within", "head_error", "middle_error", "tail_error")
-MIN_TRAIN_N = 10  # an SCG whose (class, subgroup) has fewer training images has no usable coverage
-MIN_CLASS_SCGS = 4  # a class enters cdi_within with at least this many valid SCGs
 
 
 @dataclass(frozen=True)
@@ -58,73 +53,19 @@ class TuneRule:
 
 
 # --------------------------------------------------------------------------- scoring
-def within_class_rho(per_scg: pd.DataFrame, min_scgs: int = MIN_CLASS_SCGS) -> float:
-    """ρ_within = Σ_c n_c·ρ_c / Σ_c n_c over classes with ≥ ``min_scgs`` valid SCGs (NaN if none).
-
-    ρ_c = Spearman(cov_g, e_g) over the valid SCGs of class c, n_c their number.
-    """
-    from semcov_lib.cdi import spearman
-
-    rhos, counts = [], []
-    for _, rows in per_scg[per_scg["valid"].astype(bool)].groupby("class_idx"):
-        if len(rows) >= min_scgs:
-            rho = spearman(rows["coverage"].to_numpy(float), rows["error"].to_numpy(float))
-            if np.isfinite(rho):
-                rhos.append(rho)
-                counts.append(len(rows))
-    return float(np.average(rhos, weights=counts)) if rhos else float("nan")
-
-
-def scores_from_predictions(pred_csv: Path, split, info, min_weight: float) -> dict[str, float]:
-    """Validation scores recomputed from a run's predictions of ``split`` (a ``SplitTensors``).
-
-    SCGs are valid with evaluation weight ≥ ``min_weight``, finite training coverage and at
-    least ``MIN_TRAIN_N`` training images in their (class, subgroup).
-    """
-    import warnings
-
-    from semcov_lib.cdi import compute_cdi, spearman
-    from semcov_lib.coverage import assign_strata
-    from semcov_lib.metrics import balanced_accuracy, macro_f1, stratum_errors
-
-    frame = pd.read_csv(pred_csv)
-    if list(frame["sample_id"].astype(str)) != [str(s) for s in split.sample_ids]:
-        raise ValueError(f"{pred_csv}: sample_id order differs from the {split.name} split; retrain the run")
-    y, pred = split.y.numpy(), frame["pred"].to_numpy(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = compute_cdi(info.coverage, y, pred, split.subgroup.numpy(), split.scores, min_weight=min_weight,
-                          n_boot=0)
-    per = res.per_scg.copy()
-    enough = np.asarray(info.group_counts)[per["class_idx"], per["subgroup_idx"]] >= MIN_TRAIN_N
-    per["valid"] = per["valid"].astype(bool) & enough
-    valid = per[per["valid"]]
-    per["stratum"] = assign_strata(per["coverage"].to_numpy(float), reference=valid["coverage"].to_numpy(float))
-    n_classes = len(info.classes)
-    out = {"macro_f1": macro_f1(y, pred, n_classes), "balanced_accuracy": balanced_accuracy(y, pred, n_classes),
-           "cdi": abs(spearman(valid["coverage"].to_numpy(float), valid["error"].to_numpy(float)))
-           if len(valid) >= 3 else float("nan"),
-           "cdi_within": abs(within_class_rho(per)), "n_valid_scgs": int(len(valid))}
-    out.update(stratum_errors(per))
-    return out
-
-
-def run_scores(run_dir: Path, config) -> dict[str, float]:
-    """A finished run's validation scores: ``val_stress`` > ``val`` in metrics.json > predictions."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+def run_scores(run_dir: Path, config=None) -> dict[str, float]:
+    """A finished run's validation scores from its metrics.json: ``val_stress`` (the
+    coverage-balanced validation part), else ``val``. The trainer computes both with the same
+    evaluation as every other split, so nothing is recomputed here."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text())
     for key in ("val_stress", "val"):
         sub = metrics.get(key)
         if isinstance(sub, dict) and all(k in sub for k in SCORE_KEYS):
             return {**{k: float(sub[k]) if sub[k] is not None else float("nan") for k in SCORE_KEYS},
                     "source": key}
-    from semcov_lib.train import prepare_data
-
-    data = prepare_data(config)
-    name = "val_stress" if "val_stress" in data.splits and (Path(run_dir) / "predictions_val_stress.csv").is_file() \
-        else "val"
-    scores = scores_from_predictions(Path(run_dir) / f"predictions_{name}.csv", data.splits[name], data.info,
-                                     config.min_weight)
-    return {**scores, "source": f"predictions_{name}"}
+    raise ValueError(f"{path} has no validation metrics ({', '.join(SCORE_KEYS)} under 'val_stress' or 'val'); "
+                     "the run predates the evaluation protocol: retrain it with --force")
 
 
 # --------------------------------------------------------------------------- grid and choice
@@ -234,5 +175,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_GRID", "TuneRule", "add_arguments", "choose", "run", "run_scores", "scores_from_predictions",
-           "summarise", "tune", "within_class_rho"]
+__all__ = ["DEFAULT_GRID", "TuneRule", "add_arguments", "choose", "run", "run_scores", "summarise", "tune",
+           "tune_configs"]

@@ -1,42 +1,14 @@
-"""The ``tune`` command: within-class rho, the selection rule, score sources, a tiny end-to-end run."""
+"""The ``tune`` command: the selection rule, score sources, a tiny end-to-end run."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
 
 from semcov_lib import tune as tu
-
-
-def _per_scg(classes, cov, err, valid=None) -> pd.DataFrame:
-    return pd.DataFrame({"class_idx": classes, "coverage": cov, "error": err,
-                         "valid": np.ones(len(cov), bool) if valid is None else valid})
-
-
-def test_within_class_rho_hand_computed():
-    # class 0: 4 SCGs, error falls with coverage (rho -1); class 1: 5 SCGs, rises (rho +1);
-    # class 2: 3 SCGs only (left out); an invalid SCG of class 0 is ignored
-    frame = _per_scg([0] * 5 + [1] * 5 + [2] * 3,
-                     [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3],
-                     [4, 3, 2, 1, 9, 1, 2, 3, 4, 5, 3, 2, 1],
-                     valid=np.array([True] * 4 + [False] + [True] * 8))
-    assert tu.within_class_rho(frame) == pytest.approx((4 * -1 + 5 * 1) / 9)
-    assert np.isnan(tu.within_class_rho(frame[frame["class_idx"] == 2]))
-
-
-def test_within_class_rho_matches_scipy():
-    rng = np.random.default_rng(0)
-    classes = np.repeat([0, 1], [7, 9])
-    cov, err = rng.uniform(size=16), rng.uniform(size=16)
-    rho0 = spearmanr(cov[:7], err[:7]).statistic
-    rho1 = spearmanr(cov[7:], err[7:]).statistic
-    got = tu.within_class_rho(_per_scg(classes, cov, err))
-    assert got == pytest.approx((7 * rho0 + 9 * rho1) / 16)
 
 
 def _summary(rows: dict[str, tuple]) -> pd.DataFrame:
@@ -73,6 +45,9 @@ def test_run_scores_prefers_val_stress(tmp_path):
     assert scores["source"] == "val_stress" and scores["cdi_within"] == 0.1
     (tmp_path / "metrics.json").write_text(json.dumps({"val": val, "val_stress": {"macro_f1": 0.3}}))
     assert tu.run_scores(tmp_path, config=None)["source"] == "val"
+    (tmp_path / "metrics.json").write_text(json.dumps({"val": {"macro_f1": 0.3}}))
+    with pytest.raises(ValueError, match="no validation metrics"):
+        tu.run_scores(tmp_path)
 
 
 def test_tune_end_to_end_on_smoke(tmp_path):
