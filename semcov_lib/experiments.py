@@ -247,6 +247,40 @@ def paired_table(baseline: list[TrainConfig], others: dict[str, list[TrainConfig
     return pd.concat(frames, ignore_index=True)
 
 
+def configuration_paired(grid: dict[tuple[str, str], list[TrainConfig]], configurations: Iterable[str],
+                         methods: Iterable[str], n_boot: int = 2000, root: str | Path | None = None) -> pd.DataFrame:
+    """Per benchmark configuration, on the stress split: every method and the oracle against ERM,
+    and SemCovNet against ``erm_desc``; with the reducible gap CDI(ERM) - CDI(oracle) and each
+    method's CDI reduction as a share of it (``grid`` as from :func:`configuration_configs`)."""
+    frames = []
+    for name in configurations:
+        others = {m: grid[(name, m)] for m in methods if m != "erm"} | {"oracle": grid[(name, "oracle")]}
+        table = paired_table(grid[(name, "erm")], others, "stress", n_boot, root).assign(configuration=name,
+                                                                                         baseline="erm")
+        oracle = table[(table["metric"] == "cdi") & (table["method"] == "oracle")]
+        gap = -float(oracle["delta"].iloc[0])  # CDI(ERM) - CDI(oracle) on the same samples
+        table["share_of_reducible_gap"] = reducible_share(table, gap).where(table["metric"] == "cdi")
+        table["reducible_gap"] = gap
+        desc = paired_table(grid[(name, "erm_desc")], {"semcovnet": grid[(name, "semcovnet")]}, "stress", n_boot,
+                            root).assign(configuration=name, baseline="erm_desc")
+        frames += [table, desc]
+    return pd.concat(frames, ignore_index=True)
+
+
+def configuration_summary(paired: pd.DataFrame, methods: Iterable[str]) -> pd.DataFrame:
+    """The display table of :func:`configuration_paired` for ``methods``: Δ [CI] of ``cdi`` and
+    ``cdi_within``, the share of the reducible gap and the gap, per (configuration, baseline, method)."""
+    keys = ["configuration", "baseline", "method"]
+    rows = paired[paired["metric"].isin(["cdi", "cdi_within"]) & paired["method"].isin(list(methods))]
+    table = format_paired(rows, index=keys).sort_values(keys, ignore_index=True)
+    share = rows[rows["metric"] == "cdi"].set_index(keys)["share_of_reducible_gap"]
+    share = share.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy(float)
+    table["share of reducible CDI gap"] = [f"{100 * v:.0f}%" if np.isfinite(v) else "n/a" for v in share]
+    gap = paired.groupby("configuration")["reducible_gap"].first()
+    table["reducible CDI gap"] = table["configuration"].map(gap).map(lambda v: f"{v:.3f}")
+    return table
+
+
 def reducible_share(paired: pd.DataFrame, gap: float) -> pd.Series:
     """A method's CDI reduction as a share of the reducible gap CDI(ERM) - CDI(oracle)."""
     return -paired["delta"] / gap if np.isfinite(gap) and gap > 0 else pd.Series(np.nan, index=paired.index)
@@ -283,9 +317,10 @@ def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> 
     return flatten([c for grid in grids for c in grid])
 
 
-def format_paired(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Paired differences as a display table: one row per method, one 'Δ [CI]' column per metric
-    (``*`` = the 95% CI excludes 0; ``(levelling down)`` where Head/Middle error rose)."""
+def format_paired(table: pd.DataFrame, digits: int = 3, index: Iterable[str] = ("method",)) -> pd.DataFrame:
+    """Paired differences as a display table: one row per ``index`` value (method by default), one
+    'Δ [CI]' column per metric (``*`` = the 95% CI excludes 0; ``(levelling down)`` where
+    Head/Middle error rose)."""
     def cell(row) -> str:
         if not np.isfinite(row["delta"]):
             return "n/a"
@@ -294,7 +329,7 @@ def format_paired(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         return f"{row['delta']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{mark}{down}"
 
     shown = table.assign(cell=table.apply(cell, axis=1))
-    wide = shown.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
+    wide = shown.pivot_table(index=list(index), columns="metric", values="cell", aggfunc="first", sort=False)
     order = [m for m in dict.fromkeys(table["metric"]) if m in wide.columns]
     return wide[order].reset_index()
 

@@ -87,3 +87,22 @@ def test_descriptor_source_grid_shares_the_default_run():
     main = experiments.main_configs("smoke", [0], methods=["semcovnet"])
     assert run_dir_for(grids["semcovnet (observed)"][0]) == run_dir_for(main[0])
     assert run_dir_for(grids["semcovnet (predicted_test)"][0]) != run_dir_for(main[0])
+
+
+def test_configuration_summary_formats_deltas_share_and_gap():
+    rows = []
+    for config, gap in (("b_conf", 0.4), ("a_conf", 0.5)):
+        for method, delta in (("semcovnet", -0.1), ("oracle", -gap)):
+            for metric in ("cdi", "cdi_within", "macro_f1"):
+                rows.append({"configuration": config, "baseline": "erm", "method": method, "metric": metric,
+                             "delta": delta, "ci_low": delta - 0.01, "ci_high": delta + 0.01, "significant": True,
+                             "share_of_reducible_gap": -delta / gap if metric == "cdi" else np.nan,
+                             "reducible_gap": gap})
+    table = experiments.configuration_summary(pd.DataFrame(rows), ["semcovnet", "oracle"])
+    assert list(table.columns) == ["configuration", "baseline", "method", "cdi", "cdi_within",
+                                   "share of reducible CDI gap", "reducible CDI gap"]
+    assert list(table["configuration"]) == ["a_conf", "a_conf", "b_conf", "b_conf"]  # sorted, macro_f1 left out
+    first = table.iloc[0]
+    assert first["method"] == "oracle" and first["share of reducible CDI gap"] == "100%"
+    assert first["cdi"] == "-0.500 [-0.510, -0.490] *" and first["reducible CDI gap"] == "0.500"
+    assert table.iloc[3]["share of reducible CDI gap"] == "25%"  # 0.1 of a 0.4 gap
