@@ -171,29 +171,6 @@ LOWER_IS_BETTER = {"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece"
                    "head_error", "cdi_ci_low", "cdi_ci_high"}
 
 
-def where_beaten(summary: pd.DataFrame, method: str, metrics: Iterable[str]) -> list[str]:
-    """Plain sentences naming every method whose mean beats ``method`` on a metric."""
-    table = summary.set_index("method")
-    if method not in table.index:
-        raise KeyError(f"{method!r} is not in the summary (methods: {list(table.index)})")
-    sentences = []
-    for metric in metrics:
-        col = f"{metric}_mean"
-        if col not in table:
-            continue
-        ours = table.loc[method, col]
-        if not np.isfinite(ours):
-            continue
-        others = table[col].drop(method).dropna()
-        better = others[others < ours] if metric in LOWER_IS_BETTER else others[others > ours]
-        if len(better):
-            names = ", ".join(f"{m} ({v:.3f})" for m, v in better.sort_values(ascending=metric in LOWER_IS_BETTER).items())
-            sentences.append(f"On {metric}, {method} ({ours:.3f}) is beaten by {names}.")
-        else:
-            sentences.append(f"On {metric}, {method} ({ours:.3f}) is best.")
-    return sentences
-
-
 def descriptor_learner_configs(profile: str, seeds: Iterable[int]) -> list[TrainConfig]:
     """SADCL as a multi-label descriptor learner (the descriptors are its labels)."""
     return [train_config("sadcl", profile, s, {"hp": {"sadcl_task": "descriptors"}}) for s in seeds]

@@ -29,16 +29,6 @@ def test_summarise_mean_std_and_reduction():
     assert summary.loc["erm", "n_seeds"] == 2
 
 
-def test_where_beaten_respects_metric_direction():
-    summary = experiments.summarise(_runs(), metrics=["cdi", "stress_cdi", "macro_f1"])
-    text = experiments.where_beaten(summary, "semcovnet", ["cdi", "stress_cdi", "macro_f1"])
-    assert text[0] == "On cdi, semcovnet (0.150) is best."
-    assert text[1] == "On stress_cdi, semcovnet (0.400) is best."
-    assert text[2].startswith("On macro_f1, semcovnet (0.790) is beaten by cb (0.840), erm (0.810)")
-    with pytest.raises(KeyError, match="nope"):
-        experiments.where_beaten(summary, "nope", ["cdi"])
-
-
 def test_format_mean_std_and_markdown():
     summary = experiments.summarise(_runs(), metrics=["cdi"])
     shown = experiments.format_mean_std(summary, ["cdi"])
