@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from semcov_lib.cdi import Resampling, SCGReference, compute_cdi, weighted_spearman
-from semcov_lib.coverage import coverage_array
-from semcov_lib.paired import DEFAULT_METRICS, SeedPair, paired_bootstrap
+from semcov_lib.sci.cdi import Resampling, SCGReference, compute_cdi, weighted_spearman
+from semcov_lib.sci.coverage import coverage_array
+from semcov_lib.sci.paired import DEFAULT_METRICS, SeedPair, paired_bootstrap
 
 T, K, S = 11, 7, 6
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from semcov_lib import benchmark as bm
+from semcov_lib.data import benchmark as bm
 
 
 def main() -> None:

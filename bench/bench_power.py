@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from semcov_lib import benchmark as bm
-from semcov_lib.cdi import compute_cdi, spearman
+from semcov_lib.data import benchmark as bm
+from semcov_lib.sci.cdi import compute_cdi, spearman
 from semcov_lib.config import parse_overrides
-from semcov_lib.coverage import coverage_array, group_counts
+from semcov_lib.sci.coverage import coverage_array, group_counts
 
 EVAL_SPLITS = ("test", "stress", "val_stress")
 
 
 def _split_inputs(table, features: torch.Tensor, name: str):
-    from semcov_lib.train import SplitTensors
+    from semcov_lib.experiment.train import SplitTensors
 
     rows = np.flatnonzero(table.frame["split"].to_numpy() == name)
     levels = table.subgroup_levels()
@@ -76,8 +76,8 @@ def rho_within(per_scg) -> float:
 
 def feature_rate(table, n: int = 1000) -> float:
     """Seconds per image of lite0 feature extraction (default profile input size), on n images."""
-    from semcov_lib.backbones import extract_features
-    from semcov_lib.images import load_images
+    from semcov_lib.models.backbones import extract_features
+    from semcov_lib.data.images import load_images
 
     sub = table.split("test")
     images = load_images(sub, 64)[:n]
@@ -91,11 +91,11 @@ def prefill_oracle_features(overrides: dict, seed: int) -> None:
     balanced training split is byte-identical (val/test/stress/val_stress rows by id, the reference
     rows are the natural training images), so only the balanced training images are extracted.
     Saves most of the oracle's feature extraction; features equal what the trainer would compute."""
-    from semcov_lib.backbones import extract_features
-    from semcov_lib.images import load_images
+    from semcov_lib.models.backbones import extract_features
+    from semcov_lib.data.images import load_images
     from semcov_lib.paths import cache_dir
-    from semcov_lib.train import _cached_features, _tensor_digest, load_table, train_config
-    from semcov_lib.runs import config_hash
+    from semcov_lib.experiment.train import _cached_features, _tensor_digest, load_table, train_config
+    from semcov_lib.experiment.runs import config_hash
 
     natural = {k: v for k, v in overrides.items() if k != "train_coverage"}
     nat_cfg, orc_cfg = (train_config("erm", "default", seed=seed, overrides={"benchmark_overrides": o})
@@ -129,9 +129,9 @@ def prefill_oracle_features(overrides: dict, seed: int) -> None:
 
 def train_and_score(overrides: dict, seed: int, min_train_n: int, run_root: Path) -> dict:
     """Train ERM (default profile) on the benchmark with ``overrides``; CDI per evaluation split."""
-    from semcov_lib.images import load_images
-    from semcov_lib.methods import build_method
-    from semcov_lib.train import _cached_features, predict_probs, prepare_data, train, train_config
+    from semcov_lib.data.images import load_images
+    from semcov_lib.models.methods import build_method
+    from semcov_lib.experiment.train import _cached_features, predict_probs, prepare_data, train, train_config
 
     config = train_config("erm", "default", seed=seed, overrides={"benchmark_overrides": overrides})
     run_dir = run_root / f"erm-{bm.config_hash(bm.benchmark_config('default', overrides=overrides), seed)}"

@@ -17,12 +17,12 @@ from importlib import import_module
 from semcov_lib import __version__
 
 COMMANDS = {
-    "generate": ("semcov_lib.benchmark", "generate the embedded SCI benchmark in the MILK10k layout"),
-    "train": ("semcov_lib.train", "train a registered method and write a run folder"),
-    "grid": ("semcov_lib.grid", "train every run the notebooks need (locally or on SLURM) or print the commands"),
-    "tune": ("semcov_lib.tune", "choose SemCovNet's coverage correction on the validation split (3 seeds)"),
-    "verify": ("semcov_lib.verify", "check a local dataset copy against its data manifest"),
-    "audit": ("semcov_lib.audit", "SCI audit (coverage, CDI) of any table a user brings"),
+    "generate": ("semcov_lib.data.benchmark", "generate the embedded SCI benchmark in the MILK10k layout"),
+    "train": ("semcov_lib.experiment.train", "train a registered method and write a run folder"),
+    "grid": ("semcov_lib.experiment.grid", "train every run the notebooks need (locally or on SLURM) or print the commands"),
+    "tune": ("semcov_lib.experiment.tune", "choose SemCovNet's coverage correction on the validation split (3 seeds)"),
+    "verify": ("semcov_lib.data.verify", "check a local dataset copy against its data manifest"),
+    "audit": ("semcov_lib.report.audit", "SCI audit (coverage, CDI) of any table a user brings"),
 }
 
 DESCRIPTION = (

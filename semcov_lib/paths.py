@@ -16,7 +16,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() or (REPO_ROOT / ".git").exists()
 #: The data manifests ship inside the package (package data), so ``verify`` works when installed.
-MANIFESTS_DIR = PACKAGE_DIR / "data_manifests"
+MANIFESTS_DIR = PACKAGE_DIR / "data" / "manifests"
+#: The ordered notebooks and their parameter files, one per profile (``params/<profile>.yaml``).
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PARAMS_DIR = NOTEBOOK_DIR / "params"
 
 
 def _user_dir(kind: str) -> Path:

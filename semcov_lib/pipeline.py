@@ -23,11 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from semcov_lib.config import load_yaml
-from semcov_lib.paths import REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
-from semcov_lib.runs import write_text_atomic
+from semcov_lib.paths import NOTEBOOK_DIR, PARAMS_DIR, REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
+from semcov_lib.files import write_text_atomic
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PARAMS_DIR = NOTEBOOK_DIR / "params"
 README = REPO_ROOT / "README.md"
 README_RESULTS = "readme_results.md"
 TIMING_TABLE = "pipeline_timing.csv"
@@ -82,8 +80,8 @@ def train_grid(params: dict, jobs: int) -> int:
     """Train every run the notebooks need before they execute, one progress line per finished run
     in the terminal (inside the notebooks, runs are then only read back). Two passes: the second
     adds the runs chosen from finished ones (the rebalancing baseline chosen on validation)."""
-    from semcov_lib.experiments import pipeline_configs
-    from semcov_lib.train import train_many
+    from semcov_lib.experiment.plan import pipeline_configs
+    from semcov_lib.experiment.train import train_many
 
     for attempt in range(2):
         configs = pipeline_configs(params)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from semcov_lib.losses.alignment import (
+from semcov_lib.models.losses.alignment import (
     CDIRegularizer,
     RareSCGWeights,
     dva_loss,

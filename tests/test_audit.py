@@ -12,10 +12,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from semcov_lib.audit import AuditColumns, AuditError, audit_table  # noqa: E402
-from semcov_lib.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
+from semcov_lib.report.audit import AuditColumns, AuditError, audit_table  # noqa: E402
+from semcov_lib.sci.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
 from semcov_lib.cli import main  # noqa: E402
-from semcov_lib.coverage import coverage_array  # noqa: E402
+from semcov_lib.sci.coverage import coverage_array  # noqa: E402
 
 COLUMNS = AuditColumns(id="img", label="dx", descriptors=("hair", "ruler", "blue"))
 

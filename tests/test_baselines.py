@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from semcov_lib.methods import DataInfo, TrainContext, build_method, method_defaults
-from semcov_lib.methods import baselines as bl
+from semcov_lib.models.methods import DataInfo, TrainContext, build_method, method_defaults
+from semcov_lib.models.methods import baselines as bl
 
 NAMES = ["erm", "erm_desc", "cb", "focal", "ldam_drw", "balanced_softmax", "logit_adjustment", "crt", "groupdro"]
 HP = {"dim": 16, "cnn_widths": (8, 8, 8, 8)}  # tiny and fast
@@ -283,7 +283,7 @@ def test_two_phase_schedules_reach_their_final_phase(info):
 
 
 def test_final_phase_start_rounding():
-    from semcov_lib.methods.base import final_phase_start
+    from semcov_lib.models.methods.base import final_phase_start
 
     assert [final_phase_start(n, 0.25) for n in (2, 4, 6, 10)] == [1, 3, 4, 7]  # 1.5 rounds up to 2
     assert final_phase_start(10, 0.0) == 10 and final_phase_start(10, 1.0) == 0

@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from semcov_lib import benchmark as bm
+from semcov_lib.data import benchmark as bm
 from semcov_lib.cli import main as cli_main
 from semcov_lib.config import ConfigError
-from semcov_lib.images import decode_images, load_images
-from semcov_lib.loaders.milk10k import MONET_COLUMNS, load_milk10k
+from semcov_lib.data.images import decode_images, load_images
+from semcov_lib.data.datasets.milk10k import MONET_COLUMNS, load_milk10k
 
 SMALL = {"n_train": 120, "n_val": 30, "n_test": 30, "n_stress": 252, "n_val_stress": 0}
 META_COLUMNS = ["lesion_id", "image_type", "isic_id", "attribution", "copyright_license", "image_manipulation",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from semcov_lib.cdi import (
+from semcov_lib.sci.cdi import (
     CDIResult,
     CDIWarning,
     Resampling,
@@ -22,7 +22,7 @@ from semcov_lib.cdi import (
     spearman,
     weighted_spearman,
 )
-from semcov_lib.coverage import CoverageError, coverage_array, group_counts
+from semcov_lib.sci.coverage import CoverageError, coverage_array, group_counts
 
 
 def cdi(cov, y, pred, s, a, probs=None, n_boot=0, seed=0, n_perm=0, ci_method="percentile", **options):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import semcov_lib
-from semcov_lib.methods import build_method, method_defaults
-from semcov_lib.methods.base import DataInfo, TrainContext
-from semcov_lib.methods.cmltnet import DEFAULTS, CMLTNet, CMLTNetConfigError, build_cmltnet
+import semcov_lib.models
+from semcov_lib.models.methods import build_method, method_defaults
+from semcov_lib.models.methods.base import DataInfo, TrainContext
+from semcov_lib.models.methods.cmltnet import DEFAULTS, CMLTNet, CMLTNetConfigError, build_cmltnet
 
 T, K, S, E = 3, 4, 2, 6
 SMALL = {"dim": 32, "align_dim": 16, "text_dim": 16, "cnn_widths": (8, 16, 16, 16)}
@@ -73,7 +73,7 @@ def test_registry_defaults_and_docstring():
     assert method_defaults("cmltnet") == DEFAULTS
     assert (DEFAULTS["lambda_align"], DEFAULTS["lambda_inf"], DEFAULTS["lambda_sem"]) == (1.0, 1.0, 0.5)
     assert DEFAULTS["backbone"] == "cnn" and DEFAULTS["tau_align"] == 0.1
-    import semcov_lib.methods.cmltnet as mod
+    import semcov_lib.models.methods.cmltnet as mod
 
     assert "reconstruction from the paper's abstract" in mod.__doc__
     m = build_method("cmltnet", tiny_info(), {**SMALL, "text_encoder": "mlp"})
@@ -163,15 +163,15 @@ def test_batch_without_text_is_safe():
 
 
 def test_fallback_to_mlp_when_embeddings_unavailable(monkeypatch):
-    fake = types.ModuleType("semcov_lib.text_embed")
+    fake = types.ModuleType("semcov_lib.models.text_embed")
 
     def boom(*args, **kwargs):
         raise RuntimeError("model unavailable")
 
     fake.embed_texts = boom
     fake.descriptor_text = lambda cols: list(cols)
-    monkeypatch.setitem(sys.modules, "semcov_lib.text_embed", fake)
-    monkeypatch.setattr(semcov_lib, "text_embed", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "semcov_lib.models.text_embed", fake)
+    monkeypatch.setattr(semcov_lib.models, "text_embed", fake, raising=False)
     info = tiny_info(with_embeddings=False)
     with pytest.warns(RuntimeWarning, match="MLP text encoder"):
         m = build_cmltnet(info, {**SMALL, "text_encoder": "sentence"})
@@ -180,8 +180,8 @@ def test_fallback_to_mlp_when_embeddings_unavailable(monkeypatch):
         build_cmltnet(info, {**SMALL, "text_encoder": "sentence", "text_fallback": False})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("semcov_lib.text_embed") is None,
-                    reason="semcov_lib.text_embed not available")
+@pytest.mark.skipif(importlib.util.find_spec("semcov_lib.models.text_embed") is None,
+                    reason="semcov_lib.models.text_embed not available")
 def test_real_sentence_embeddings():
     m = build_cmltnet(tiny_info(with_embeddings=False), {**SMALL, "text_encoder": "sentence"})
     if m.text_mode != "sentence":

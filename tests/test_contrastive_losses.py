@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from semcov_lib.losses.contrastive import (
+from semcov_lib.models.losses.contrastive import (
     AsymmetricLoss,
     asymmetric_loss,
     class_aware_infonce,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semcov_lib.coverage import (
+from semcov_lib.sci.coverage import (
     CoverageError,
     across_class_variance,
     assign_strata,
@@ -222,7 +222,7 @@ def test_bootstrap_coverage_ci():
 
 
 def test_table_coverage_on_scitable():
-    from semcov_lib.table import SCITable
+    from semcov_lib.data.table import SCITable
 
     y, s, a = random_data(n=120, T=3, K=2, S=2, seed=10)
     frame = pd.DataFrame({

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchmetrics = pytest.importorskip("torchmetrics")
 
-from semcov_lib.metrics import ece, reliability_data  # noqa: E402
+from semcov_lib.sci.metrics import ece, reliability_data  # noqa: E402
 
 N_BINS = 15
 

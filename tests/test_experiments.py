@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semcov_lib import experiments
-from semcov_lib.train import run_dir_for
+from semcov_lib.report import outputs, tables
+from semcov_lib.experiment import plan, results
+from semcov_lib.experiment.train import run_dir_for
 
 
 def _runs() -> pd.DataFrame:
@@ -21,7 +22,7 @@ def _runs() -> pd.DataFrame:
 
 
 def test_summarise_mean_std_and_reduction():
-    summary = experiments.summarise(_runs(), metrics=["cdi", "macro_f1"]).set_index("method")
+    summary = results.summarise(_runs(), metrics=["cdi", "macro_f1"]).set_index("method")
     assert summary.loc["erm", "cdi_mean"] == pytest.approx(0.30)
     assert summary.loc["erm", "cdi_std"] == pytest.approx(np.std([0.4, 0.2], ddof=1))
     assert summary.loc["semcovnet", "cdi_reduction_vs_erm"] == pytest.approx((0.30 - 0.15) / 0.30)
@@ -30,51 +31,51 @@ def test_summarise_mean_std_and_reduction():
 
 
 def test_format_mean_std_and_markdown():
-    summary = experiments.summarise(_runs(), metrics=["cdi"])
-    shown = experiments.format_mean_std(summary, ["cdi"])
+    summary = results.summarise(_runs(), metrics=["cdi"])
+    shown = tables.format_mean_std(summary, ["cdi"])
     assert shown.loc[0, "cdi"] == "0.300 ± 0.141"
-    md = experiments.markdown_table(shown)
+    md = outputs.markdown_table(shown)
     assert md.splitlines()[0] == "| method | cdi |" and "| erm | 0.300 ± 0.141 |" in md
 
 
 def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
-    ablations = experiments.ablation_configs("smoke", [0])
-    main = experiments.main_configs("smoke", [0], methods=["semcovnet"])
+    ablations = plan.ablation_configs("smoke", [0])
+    main = plan.main_configs("smoke", [0], methods=["semcovnet"])
     # the 'full' rung is the default SemCovNet: same run folder, trained once
     assert run_dir_for(ablations["full"][0]) == run_dir_for(main[0])
     assert run_dir_for(ablations["full - CDI-reg"][0]) == run_dir_for(ablations["+SDM+DAM+DVA"][0])
-    assert len(experiments.flatten(ablations)) == len(ablations) - 1
+    assert len(plan.flatten(ablations)) == len(ablations) - 1
     with pytest.raises(FileNotFoundError, match="has not been trained"):
-        experiments.results_frame(main, root=tmp_path)
+        results.results_frame(main, root=tmp_path)
 
 
 def test_pipeline_configs_cover_every_notebook_grid_once():
     params = {"profile": "smoke", "seeds": [0, 1], "ablation_seeds": [0], "configurations": ["default", "hard_descriptors"]}
-    configs = experiments.pipeline_configs(params)
+    configs = plan.pipeline_configs(params)
     folders = [run_dir_for(c) for c in configs]
     assert len(set(folders)) == len(folders)
-    from semcov_lib.tune import tune_configs
+    from semcov_lib.experiment.tune import tune_configs
 
-    methods = experiments.CONFIGURATION_METHODS  # no rebalancing run has finished: it is not chosen yet
+    methods = plan.CONFIGURATION_METHODS  # no rebalancing run has finished: it is not chosen yet
     expected = [
-        *experiments.main_configs("smoke", [0, 1]),
-        *experiments.descriptor_learner_configs("smoke", [0, 1]),
-        *experiments.flatten(experiments.descriptor_source_configs("smoke", [0, 1])),
-        *experiments.flatten(experiments.ablation_configs("smoke", [0])),
+        *plan.main_configs("smoke", [0, 1]),
+        *plan.descriptor_learner_configs("smoke", [0, 1]),
+        *plan.flatten(plan.descriptor_source_configs("smoke", [0, 1])),
+        *plan.flatten(plan.ablation_configs("smoke", [0])),
         *tune_configs("smoke", [0, 1]),
-        *experiments.flatten(experiments.configuration_configs("smoke", [0, 1], ["default", "hard_descriptors"], methods)),
+        *plan.flatten(plan.configuration_configs("smoke", [0, 1], ["default", "hard_descriptors"], methods)),
     ]
     assert set(folders) == {run_dir_for(c) for c in expected}
-    assert {c.method for c in configs} >= set(experiments.MAIN_METHODS) and "erm_desc" in experiments.MAIN_METHODS
+    assert {c.method for c in configs} >= set(plan.MAIN_METHODS) and "erm_desc" in plan.MAIN_METHODS
     oracle = [c for c in configs if c.benchmark_overrides.get("train_coverage") == "balanced"]
     assert len(oracle) == 2 * 2 and {c.method for c in oracle} == {"erm"}
     with pytest.raises(ValueError, match="configurations"):
-        experiments.pipeline_configs({k: v for k, v in params.items() if k != "configurations"})
+        plan.pipeline_configs({k: v for k, v in params.items() if k != "configurations"})
 
 
 def test_descriptor_source_grid_shares_the_default_run():
-    grids = experiments.descriptor_source_configs("smoke", [0])
-    main = experiments.main_configs("smoke", [0], methods=["semcovnet"])
+    grids = plan.descriptor_source_configs("smoke", [0])
+    main = plan.main_configs("smoke", [0], methods=["semcovnet"])
     assert run_dir_for(grids["semcovnet (observed)"][0]) == run_dir_for(main[0])
     assert run_dir_for(grids["semcovnet (predicted_test)"][0]) != run_dir_for(main[0])
 
@@ -88,7 +89,7 @@ def test_configuration_summary_formats_deltas_share_and_gap():
                              "delta": delta, "ci_low": delta - 0.01, "ci_high": delta + 0.01, "significant": True,
                              "share_of_reducible_gap": -delta / gap if metric == "cdi" else np.nan,
                              "reducible_gap": gap})
-    table = experiments.configuration_summary(pd.DataFrame(rows), ["semcovnet", "oracle"])
+    table = tables.configuration_summary(pd.DataFrame(rows), ["semcovnet", "oracle"])
     assert list(table.columns) == ["configuration", "baseline", "method", "cdi", "cdi_within",
                                    "share of reducible CDI gap", "reducible CDI gap"]
     assert list(table["configuration"]) == ["a_conf", "a_conf", "b_conf", "b_conf"]  # sorted, macro_f1 left out

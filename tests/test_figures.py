@@ -12,11 +12,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from semcov_lib import figures  # noqa: E402
-from semcov_lib.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
-from semcov_lib.coverage import coverage_array, coverage_table, permutation_test  # noqa: E402
-from semcov_lib.metrics import ece as _ece, reliability_data  # noqa: E402
-from semcov_lib.plotting import descriptor_label, format_p, method_colour, method_label  # noqa: E402
+from semcov_lib.report import figures  # noqa: E402
+from semcov_lib.sci.cdi import Resampling, SCGReference, compute_cdi  # noqa: E402
+from semcov_lib.sci.coverage import coverage_array, coverage_table, permutation_test  # noqa: E402
+from semcov_lib.sci.metrics import ece as _ece, reliability_data  # noqa: E402
+from semcov_lib.report.outputs import descriptor_label, format_p, method_colour, method_label  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,10 @@ import shlex
 import pytest
 import yaml
 
-from semcov_lib import experiments, grid
+from semcov_lib.experiment import grid, plan, results
 from semcov_lib.cli import build_parser
 from semcov_lib.config import ConfigError, parse_overrides
-from semcov_lib.train import run_dir_for, train_config
+from semcov_lib.experiment.train import run_dir_for, train_config
 
 
 def _config_from_command(line: str):
@@ -24,7 +24,7 @@ def _config_from_command(line: str):
 
 
 def test_print_commands_round_trip_to_the_same_run_folders(capsys):
-    expected = experiments.pipeline_configs(grid.notebook_params("smoke"))
+    expected = plan.pipeline_configs(grid.notebook_params("smoke"))
     args = build_parser(["grid", "--profile", "smoke", "--print-commands"]).parse_args(
         ["grid", "--profile", "smoke", "--print-commands"])
     assert grid.run(args) == 0
@@ -74,11 +74,11 @@ def test_local_grid_trains_through_submitit_then_reuses(tmp_path, capsys, monkey
         stamps[folder] = (folder / "metrics.json").stat().st_mtime_ns
     assert list((tmp_path / "_submitit").glob("*_log.err"))  # submitit kept each job's log
     # the notebooks' path: every run is found finished, nothing is trained
-    results = experiments.results_frame(configs, root=tmp_path)
-    assert list(results["method"]) == ["erm", "erm_desc"]
-    assert list(results["sees_descriptors_at_test"]) == [False, True]
-    assert list(results["selection_metric"]) == ["macro_f1", "macro_f1"]
-    summary = experiments.summarise(results, metrics=["macro_f1"]).set_index("method")
+    runs_frame = results.results_frame(configs, root=tmp_path)
+    assert list(runs_frame["method"]) == ["erm", "erm_desc"]
+    assert list(runs_frame["sees_descriptors_at_test"]) == [False, True]
+    assert list(runs_frame["selection_metric"]) == ["macro_f1", "macro_f1"]
+    summary = results.summarise(runs_frame, metrics=["macro_f1"]).set_index("method")
     assert bool(summary.loc["erm_desc", "sees_descriptors_at_test"]) and summary.loc["erm", "n_seeds"] == 1
     assert grid.run_local(configs, root=tmp_path, jobs=2, progress=True) == []
     assert "to train" not in capsys.readouterr().out
@@ -118,10 +118,10 @@ def test_notebook_only_replots_the_runs_a_grid_trained(tmp_path):
     import papermill as pm
 
     from semcov_lib.paths import REPO_ROOT, RUNS_DIR
-    from semcov_lib.train import COMPLETE_MARKER
+    from semcov_lib.experiment.train import COMPLETE_MARKER
 
-    groups = [experiments.main_configs("smoke", [0], [m]) for m in ("erm", "erm_desc", "semcovnet")]
-    groups.append(experiments.descriptor_source_configs("smoke", [0])["semcovnet (predicted_test)"])
+    groups = [plan.main_configs("smoke", [0], [m]) for m in ("erm", "erm_desc", "semcovnet")]
+    groups.append(plan.descriptor_source_configs("smoke", [0])["semcovnet (predicted_test)"])
     configs = [c for g in groups for c in g]
     assert grid.run_local(configs, jobs=2, progress=False) == []
     before = {p: p.stat().st_mtime_ns for p in RUNS_DIR.glob(f"*/*/{COMPLETE_MARKER}")}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from semcov_lib import images
-from semcov_lib.images import ImageLoadError, load_images, write_bundle
-from semcov_lib.table import SCITable
+from semcov_lib.data import images
+from semcov_lib.data.images import ImageLoadError, load_images, write_bundle
+from semcov_lib.data.table import SCITable
 
 
 @pytest.fixture(autouse=True)

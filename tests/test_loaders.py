@@ -1,4 +1,4 @@
-"""Dataset loaders on fixture copies written in the real formats (semcov_lib.fixtures)."""
+"""Dataset loaders on fixture copies written in the real formats (semcov_lib.data.datasets.fixtures)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from semcov_lib import fixtures as fx
-from semcov_lib.loaders import (
+from semcov_lib.data.datasets import fixtures as fx
+from semcov_lib.data.datasets import (
     LOADERS,
     DatasetError,
     DatasetWarning,
@@ -21,13 +21,13 @@ from semcov_lib.loaders import (
     available_datasets,
     load_dataset,
 )
-from semcov_lib.loaders._parsing import holdout_mask
-from semcov_lib.loaders.celeba import LABEL_LEAKING, load_celeba
-from semcov_lib.loaders.cub import load_cub_200_2011
-from semcov_lib.loaders.isic_dicm import MONET_COLUMNS, load_isic_dicm_17k
-from semcov_lib.loaders.nuswide import load_nus_wide
-from semcov_lib.loaders.vireofood import load_vireofood172
-from semcov_lib.table import SCITable
+from semcov_lib.data.datasets._parsing import holdout_mask
+from semcov_lib.data.datasets.celeba import LABEL_LEAKING, load_celeba
+from semcov_lib.data.datasets.cub import load_cub_200_2011
+from semcov_lib.data.datasets.isic_dicm import MONET_COLUMNS, load_isic_dicm_17k
+from semcov_lib.data.datasets.nuswide import load_nus_wide
+from semcov_lib.data.datasets.vireofood import load_vireofood172
+from semcov_lib.data.table import SCITable
 
 
 def quiet(loader, *args, **kwargs):
@@ -305,7 +305,7 @@ def test_cub_missing_pair_warns_and_bad_tables(tmp_path):
 
 # =========================================================================== MILK10k
 def test_milk10k_flat_image_folder_of_any_name_is_found(tmp_path):
-    from semcov_lib.loaders.milk10k import load_milk10k
+    from semcov_lib.data.datasets.milk10k import load_milk10k
 
     root = fx.write_fixture("milk10k", tmp_path, lesions_per_class=1)
     nested = load_milk10k(root)
@@ -501,7 +501,7 @@ def test_nus_wide_tags_zip_unpacked_beside_the_dataset(tmp_path):
 
 
 def test_nus_wide_missing_images_dropped_and_counted_from_the_cli_config(tmp_path):
-    from semcov_lib.train import train_config
+    from semcov_lib.experiment.train import train_config
 
     root = fx.write_fixture("nus_wide", tmp_path)
     (root / "Flickr" / "cat" / "0001_100020.jpg").unlink()
@@ -677,7 +677,7 @@ def test_milk10k_fixture_and_registry(tmp_path):
     assert meta.loc[meta["lesion_id"] == "IL_0000002", ["age_approx", "skin_tone_class"]].isna().all().all()
     gt = pd.read_csv(plain / "MILK10k_Training_GroundTruth.csv")
     assert list(gt.columns) == ["lesion_id", *fx.MILK10K_CLASSES] and (gt.iloc[:, 1:].sum(axis=1) == 1).all()
-    pytest.importorskip("semcov_lib.loaders.milk10k")
+    pytest.importorskip("semcov_lib.data.datasets.milk10k")
     for root in (plain, nested):
         derm = quiet(load_dataset, "milk10k", root)
         clin = quiet(load_dataset, "milk10k_clinical", root)
@@ -692,7 +692,7 @@ def test_registry_fixed_options_reach_the_loader(monkeypatch, tmp_path):
     import sys
     import types
 
-    from semcov_lib.loaders import LoaderSpec
+    from semcov_lib.data.datasets import LoaderSpec
 
     calls = []
     fake = types.ModuleType("semcov_fake_milk10k")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from semcov_lib.losses import longtail as lt
+from semcov_lib.models.losses import longtail as lt
 
 
 def _np_log_softmax(z: np.ndarray) -> np.ndarray:

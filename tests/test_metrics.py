@@ -20,8 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from semcov_lib.cdi import Resampling, SCGReference, compute_cdi
-from semcov_lib.metrics import (
+from semcov_lib.sci.cdi import Resampling, SCGReference, compute_cdi
+from semcov_lib.sci.metrics import (
     MetricWarning,
     accuracy,
     auroc,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcov_lib.loaders.milk10k import MONET_COLUMNS, load_milk10k
-from semcov_lib.table import TableError
+from semcov_lib.data.datasets.milk10k import MONET_COLUMNS, load_milk10k
+from semcov_lib.data.table import TableError
 
 HEADER = ("lesion_id,image_type,isic_id,attribution,copyright_license,image_manipulation,age_approx,sex,"
           "skin_tone_class,site," + ",".join(MONET_COLUMNS))

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semcov_lib.cdi import Resampling, SCGReference
-from semcov_lib.coverage import CoverageError
-from semcov_lib.metrics import evaluate
-from semcov_lib.paired import (
+from semcov_lib.sci.cdi import Resampling, SCGReference
+from semcov_lib.sci.coverage import CoverageError
+from semcov_lib.sci.metrics import evaluate
+from semcov_lib.sci.paired import (
     FAST_METRICS,
     SeedPair,
     flag_levelling_down,

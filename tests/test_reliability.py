@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from semcov_lib.config import ConfigError, parse_overrides
-from semcov_lib.runs import RunFolderError, folder_lock
-from semcov_lib.train import COMPLETE_MARKER, dataset_fingerprint, train, train_config
+from semcov_lib.experiment.runs import RunFolderError, folder_lock
+from semcov_lib.experiment.train import COMPLETE_MARKER, dataset_fingerprint, train, train_config
 
 FAST = {"epochs": 2, "n_boot": 20, "max_steps": 4}
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_method_hyper_parameters_are_type_checked():
 
 
 def test_benchmark_config_refuses_non_finite_values():
-    from semcov_lib.benchmark import benchmark_config
+    from semcov_lib.data.benchmark import benchmark_config
 
     with pytest.raises(ConfigError, match="score_gain must be a finite number"):
         benchmark_config("smoke", overrides={"score_gain": float("nan")})
@@ -99,7 +99,7 @@ def test_device_cuda_without_gpu_is_refused_before_any_work(tmp_path):
 
 # --------------------------------------------------------------------------- run folders
 def test_dataset_fingerprint_sees_a_replaced_image_deep_in_the_tree(tmp_path):
-    from semcov_lib.fixtures import write_fixture
+    from semcov_lib.data.datasets.fixtures import write_fixture
 
     root = write_fixture("milk10k", tmp_path / "milk", nested=True, lesions_per_class=1)
     config = train_config("erm", "smoke", 0, {"data": str(root)})
@@ -192,8 +192,8 @@ def test_truncated_checkpoint_and_metrics_name_the_file(tmp_path, capsys):
 
 
 def test_truncated_feature_cache_is_rebuilt(tmp_path, monkeypatch):
-    import semcov_lib.backbones as backbones
-    from semcov_lib import train as train_module
+    import semcov_lib.models.backbones as backbones
+    from semcov_lib.experiment import train as train_module
 
     monkeypatch.setenv("SEMCOV_CACHE", str(tmp_path))
     calls = []
@@ -216,8 +216,8 @@ def test_truncated_feature_cache_is_rebuilt(tmp_path, monkeypatch):
 
 def test_feature_cache_reuses_shared_images(tmp_path, monkeypatch):
     """An image set sharing images with a cached one extracts only its new images (oracle benchmarks)."""
-    import semcov_lib.backbones as backbones
-    from semcov_lib import train as train_module
+    import semcov_lib.models.backbones as backbones
+    from semcov_lib.experiment import train as train_module
 
     monkeypatch.setenv("SEMCOV_CACHE", str(tmp_path))
     extracted = []
@@ -237,8 +237,8 @@ def test_feature_cache_reuses_shared_images(tmp_path, monkeypatch):
 
 
 def test_truncated_image_bundle_falls_back_to_decoding(tmp_path):
-    from semcov_lib.images import _bundle_files, _from_bundle, write_bundle
-    from semcov_lib.fixtures import jpeg_bytes
+    from semcov_lib.data.images import _bundle_files, _from_bundle, write_bundle
+    from semcov_lib.data.datasets.fixtures import jpeg_bytes
 
     paths = []
     for i in range(2):
@@ -298,8 +298,8 @@ def test_non_editable_install_verifies_and_writes_nowhere_inside(tmp_path):
                           "--quiet", "--target", str(target), str(source)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert pip.returncode == 0, pip.stderr[-3000:]
-    assert (target / "semcov_lib" / "data_manifests" / "celeba.yaml").is_file()  # package data
-    assert (target / "semcov_lib" / "data" / "text_embeddings.npz").is_file()
+    assert (target / "semcov_lib" / "data" / "manifests" / "celeba.yaml").is_file()  # package data
+    assert (target / "semcov_lib" / "models" / "text_embeddings.npz").is_file()
     before = sorted(p.relative_to(target) for p in target.rglob("*") if "__pycache__" not in p.parts)
     env = {k: v for k, v in os.environ.items() if k not in ("SEMCOV_CACHE", "SEMCOV_RUNS")}
     env.update(PYTHONPATH=str(target), HOME=str(home), XDG_CACHE_HOME=str(home / "cache"),
@@ -322,8 +322,8 @@ def test_non_editable_install_verifies_and_writes_nowhere_inside(tmp_path):
 # --------------------------------------------------------------------------- same numbers on every machine
 def test_benchmark_descriptor_embeddings_are_shipped_not_computed(monkeypatch, tmp_path):
     """SemCovNet/CMLTNet differed across machines because each computed these embeddings itself."""
-    from semcov_lib import text_embed as te
-    from semcov_lib.benchmark import load_benchmark
+    from semcov_lib.models import text_embed as te
+    from semcov_lib.data.benchmark import load_benchmark
 
     def no_model():
         raise AssertionError("the sentence model must not run for shipped texts")
@@ -342,14 +342,14 @@ class _PaddingSensitiveModel:
     """Like the real model: a text's output moves by ~1e-7 with the longest text in its batch."""
 
     def encode(self, texts, **kwargs):
-        from semcov_lib.text_embed import random_unit_vectors
+        from semcov_lib.models.text_embed import random_unit_vectors
 
         longest = max(len(t) for t in texts)
         return random_unit_vectors(list(texts)) + 1e-7 * longest
 
 
 def test_embedding_of_a_text_does_not_depend_on_its_companions(monkeypatch, tmp_path):
-    from semcov_lib import text_embed as te
+    from semcov_lib.models import text_embed as te
 
     monkeypatch.setattr(te, "_load_model", lambda: _PaddingSensitiveModel())
     alone = te.embed_texts(["wing colour"], cache_file=tmp_path / "a.npz")
@@ -363,7 +363,7 @@ def test_embedding_of_a_text_does_not_depend_on_its_companions(monkeypatch, tmp_
 
 def test_missing_images_dropped_from_the_command_line_with_a_count(tmp_path, capsys):
     """Real NUS-WIDE re-downloads miss images: --missing-images drop, no YAML file, count reported."""
-    from semcov_lib.fixtures import write_fixture
+    from semcov_lib.data.datasets.fixtures import write_fixture
 
     root = write_fixture("nus_wide", tmp_path / "data")
     (root / "Flickr" / "cat" / "0001_100020.jpg").unlink()

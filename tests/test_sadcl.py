@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from semcov_lib.methods import build_method, method_defaults
-from semcov_lib.methods.base import DataInfo, TrainContext
-from semcov_lib.methods.sadcl import (
+from semcov_lib.models.methods import build_method, method_defaults
+from semcov_lib.models.methods.base import DataInfo, TrainContext
+from semcov_lib.models.methods.sadcl import (
     DEFAULTS,
     SADCL,
     SADCLConfigError,
@@ -251,9 +251,9 @@ def test_evaluate_multilabel_runs():
 
 
 def test_masked_metrics_agree_with_library_metrics():
-    metrics = pytest.importorskip("semcov_lib.metrics")
+    metrics = pytest.importorskip("semcov_lib.sci.metrics")
     if not hasattr(metrics, "multilabel_metrics"):
-        pytest.skip("semcov_lib.metrics.multilabel_metrics not available")
+        pytest.skip("semcov_lib.sci.metrics.multilabel_metrics not available")
     rng = np.random.default_rng(3)
     y = (rng.random((25, 4)) > 0.5).astype(int)
     p = rng.random((25, 4))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from semcov_lib import text_embed as te
-from semcov_lib.methods import TrainContext, build_method, method_defaults
-from semcov_lib.methods import semcovnet as sc
-from semcov_lib.methods.base import DataInfo
+from semcov_lib.models import text_embed as te
+from semcov_lib.models.methods import TrainContext, build_method, method_defaults
+from semcov_lib.models.methods import semcovnet as sc
+from semcov_lib.models.methods.base import DataInfo
 
 TINY = {"dim": 16, "cnn_widths": (8, 8, 8, 8), "dva_proj_dim": 8, "text_init": False}
 T, K, S = 3, 4, 2

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from semcov_lib.config import ConfigError
-from semcov_lib.train import CheckpointError, load_checkpoint, train, train_config
+from semcov_lib.experiment.train import CheckpointError, load_checkpoint, train, train_config
 
 FAST = {"epochs": 2, "n_boot": 50}
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece",
@@ -133,7 +133,7 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     assert manifest["world_size"] == 2
 
 
-@pytest.mark.parametrize("method", sorted(__import__("semcov_lib.methods", fromlist=["METHODS"]).METHODS))
+@pytest.mark.parametrize("method", sorted(__import__("semcov_lib.models.methods", fromlist=["METHODS"]).METHODS))
 def test_every_registered_method_trains_in_smoke_profile(method, tmp_path):
     """Each method takes a few optimisation steps through the real trainer and is evaluated."""
     config = train_config(method, "smoke", 0, {"epochs": 2, "max_steps": 6, "n_boot": 10})
@@ -195,7 +195,7 @@ def test_selection_metric_is_validated_before_training(tmp_path):
 def test_worst_class_accuracy_matches_sklearn():
     from sklearn.metrics import recall_score
 
-    from semcov_lib.train import _quick_scores
+    from semcov_lib.experiment.train import _quick_scores
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 200)
@@ -207,7 +207,7 @@ def test_worst_class_accuracy_matches_sklearn():
 
 def test_rank_shards_are_distributed_sampler_slices():
     """Rank r's i-th batch of B/W holds the rank-r positions of one process's i-th batch of B."""
-    from semcov_lib.train import _local_batch_size, _rank_shard
+    from semcov_lib.experiment.train import _local_batch_size, _rank_shard
 
     order = torch.randperm(13, generator=torch.Generator().manual_seed(0))
     shards = [_rank_shard(order, r, 2) for r in range(2)]
@@ -223,9 +223,9 @@ def test_rank_shards_are_distributed_sampler_slices():
 # --------------------------------------------------------------------------- evaluation reference
 def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
     """A ``coverage_reference`` split feeds evaluation's coverage; training statistics stay on ``train``."""
-    from semcov_lib import table as table_mod
-    from semcov_lib import train as train_mod
-    from semcov_lib.coverage import coverage_array, group_counts
+    from semcov_lib.data import table as table_mod
+    from semcov_lib.experiment import train as train_mod
+    from semcov_lib.sci.coverage import coverage_array, group_counts
 
     config = train_config("erm", "smoke", 0)
     natural = train_mod.load_table(config)
@@ -259,7 +259,7 @@ def test_parallel_workers_get_one_gpu_each(monkeypatch):
     """Worker i of ``train_many`` sees GPU i mod n of the GPUs this process may use."""
     import multiprocessing as mp
 
-    from semcov_lib.train import _init_worker, visible_gpus
+    from semcov_lib.experiment.train import _init_worker, visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert visible_gpus() == ["2", "3"]

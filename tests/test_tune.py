@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from semcov_lib import tune as tu
+from semcov_lib.experiment import tune as tu
 
 
 def _summary(rows: dict[str, tuple]) -> pd.DataFrame:

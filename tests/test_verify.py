@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semcov_lib import fixtures as fx
+from semcov_lib.data.datasets import fixtures as fx
 from semcov_lib.cli import main
-from semcov_lib.loaders import LOADERS
+from semcov_lib.data.datasets import LOADERS
 from semcov_lib.paths import MANIFESTS_DIR
-from semcov_lib.verify import ManifestError, count_lines, file_digests, load_manifest, verify_dataset
+from semcov_lib.data.verify import ManifestError, count_lines, file_digests, load_manifest, verify_dataset
 
 DATASETS = ("milk10k", "isic_dicm_17k", "celeba", "cub_200_2011", "nus_wide", "vireofood172")
 

@@ -1,0 +1,179 @@
+"""One look for every figure: a seaborn theme set once and a ``savefig`` writing PDF + PNG.
+
+Figures have fixed sizes (``FIGSIZES``) so regenerated PDFs and PNGs line up in the paper,
+and PDF metadata is stable (no creation date) so re-running gives identical files.
+Every method has one display name and one colour (``METHOD_STYLE``), every descriptor one
+display name (``descriptor_label``), so all figures and tables agree; SemCovNet is the
+highlighted colour, ERM a dark grey used for reference lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from semcov_lib.files import atomic_path, write_text_atomic
+
+FIGSIZES = {
+    "single": (3.5, 2.8),
+    "wide": (7.2, 2.8),
+    "square": (4.0, 4.0),
+    "grid": (7.2, 5.0),
+    "tall": (7.2, 7.2),
+}
+STRATUM_COLOURS = {"Tail": "#c0392b", "Middle": "#95a5a6", "Head": "#2c7fb8"}
+_THEME_SET = False
+
+HIGHLIGHT = "semcovnet"
+REFERENCE = "erm"
+#: method key -> (display name, colour); colour-blind-safe (Okabe-Ito / seaborn "colorblind").
+METHOD_STYLE: dict[str, tuple[str, str]] = {
+    "erm": ("ERM", "#4d4d4d"),
+    "erm_desc": ("ERM + descriptors", "#a6a6a6"),
+    "semcovnet": ("SemCovNet", "#d55e00"),
+    "semcovnet_predicted": ("SemCovNet (predicted desc.)", "#f0a070"),
+    "sadcl": ("SADCL", "#0173b2"),
+    "cmltnet": ("CMLTNet", "#029e73"),
+    "cb": ("Class-balanced", "#de8f05"),
+    "focal": ("Focal", "#cc78bc"),
+    "ldam_drw": ("LDAM-DRW", "#ca9161"),
+    "balanced_softmax": ("Balanced softmax", "#56b4e9"),
+    "logit_adjustment": ("Logit adjustment", "#7b3294"),
+    "crt": ("cRT", "#8c8c00"),
+    "groupdro": ("GroupDRO", "#e7298a"),
+    "oracle": ("Oracle (balanced coverage)", "#000000"),
+}
+_FALLBACK_COLOUR = "#7f7f7f"
+
+#: descriptor column -> display name (MILK10k MONET columns; other names are cleaned generically)
+DESCRIPTOR_NAMES = {
+    "MONET_ulceration_crust": "ulceration/crust",
+    "MONET_hair": "hair",
+    "MONET_vasculature_vessels": "vessels",
+    "MONET_erythema": "erythema",
+    "MONET_pigmented": "pigmented",
+    "MONET_gel_water_drop_fluid_dermoscopy_liquid": "gel/fluid",
+    "MONET_skin_markings_pen_ink_purple_pen": "pen marking",
+    # the benchmark's short concept names, and first words of the MONET columns
+    "ulcer": "ulceration/crust", "ulceration": "ulceration/crust", "vasculature": "vessels",
+    "pigment": "pigmented", "gel": "gel/fluid", "pen": "pen marking", "skin": "pen marking",
+}
+
+SEED_SD = "error bars: SD over seeds"
+BOOTSTRAP_CI = "error bars: 95% bootstrap CI over evaluation samples"
+
+
+#: metric column -> axis label (arrows say which direction is better)
+METRIC_LABELS = {
+    "cdi": "CDI (↓)", "stress_cdi": "stress CDI (↓)", "cdi_within": "within-class CDI (↓)",
+    "stress_cdi_within": "stress within-class CDI (↓)", "macro_f1": "macro-F1 (↑)",
+    "balanced_accuracy": "balanced accuracy (↑)", "accuracy": "accuracy (↑)", "auroc": "AUROC (↑)",
+    "sens_at_95spec": "Sens@95%Spec (↑)", "ece": "ECE (↓)", "worst_group_accuracy": "worst-group accuracy (↑)",
+    "tail_error": "Tail-stratum error (↓)", "middle_error": "Middle-stratum error (↓)",
+    "head_error": "Head-stratum error (↓)", "tail_accuracy": "tail-class accuracy (↑)",
+}
+
+
+def metric_label(name: str) -> str:
+    """Axis label of a metric column (unknown names: underscores become spaces)."""
+    return METRIC_LABELS.get(str(name), str(name).replace("_", " "))
+
+
+def method_label(name: str) -> str:
+    """Display name of a method key (unknown keys are returned unchanged)."""
+    return METHOD_STYLE.get(str(name), (str(name), ""))[0]
+
+
+def method_colour(name: str) -> str:
+    """Fixed colour of a method key (grey for keys not in ``METHOD_STYLE``)."""
+    return METHOD_STYLE.get(str(name), ("", _FALLBACK_COLOUR))[1]
+
+
+def descriptor_label(name: str) -> str:
+    """Readable descriptor name: ``MONET_ulceration_crust`` -> ``ulceration/crust``."""
+    name = str(name)
+    if name in DESCRIPTOR_NAMES:
+        return DESCRIPTOR_NAMES[name]
+    for prefix in ("gt_", "pred_"):
+        if name.startswith(prefix) and name[len(prefix):] in DESCRIPTOR_NAMES:
+            return DESCRIPTOR_NAMES[name[len(prefix):]]
+    return name.removeprefix("MONET_").replace("_", " ")
+
+
+def format_p(p: float | None) -> str:
+    """``p < 0.001`` below a thousandth, else ``p = 0.012``; NaN/None -> ``p n/a``."""
+    if p is None or not p == p:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def add_note(fig, text: str) -> None:
+    """A small caption under the figure (e.g. what the error bars are), wrapped to its width."""
+    import textwrap
+
+    text = textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 17)))
+    fig.text(0.0, 0.0, text, ha="left", va="top", fontsize="x-small", color="#333333",
+             transform=fig.transFigure)
+
+
+def set_theme() -> None:
+    """Apply the project's seaborn theme and matplotlib settings (idempotent)."""
+    global _THEME_SET
+    if _THEME_SET:
+        return
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.95)
+    matplotlib.rcParams.update(
+        {
+            "pdf.fonttype": 42,
+            "ps.fonttype": 42,
+            "figure.dpi": 110,
+            "savefig.dpi": 200,
+            "savefig.bbox": "tight",
+            "axes.titlesize": "medium",
+            "svg.hashsalt": "semcov",
+        }
+    )
+    _THEME_SET = True
+
+
+def figure(size: str | tuple[float, float] = "single", **kwargs):
+    """``plt.subplots`` with the theme applied and a named fixed size."""
+    set_theme()
+    figsize = FIGSIZES[size] if isinstance(size, str) else size
+    return plt.subplots(figsize=figsize, **kwargs)
+
+
+def savefig(fig, name: str, out_dir: str | Path, formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
+    """Write ``fig`` as ``out_dir/name.{pdf,png}`` atomically, with stable metadata."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out_dir / f"{name}.{fmt}"
+        metadata = {"CreationDate": None, "Creator": "semcov_lib"} if fmt == "pdf" else {"Software": "semcov_lib"}
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=metadata)
+        written.append(path)
+    return written
+
+
+def write_table(frame: pd.DataFrame, name: str, out_dir: str | Path, float_digits: int = 3) -> list[Path]:
+    """Write a table as ``name.csv`` and ``name.tex`` (LaTeX), atomically."""
+    out_dir = Path(out_dir)
+    csv = write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
+    latex = frame.to_latex(index=False, float_format=lambda x: f"{x:.{float_digits}f}", na_rep="--")
+    return [csv, write_text_atomic(out_dir / f"{name}.tex", latex)]
+
+
+def markdown_table(frame: pd.DataFrame, fmt: Callable[[Any], str] = str) -> str:
+    """A GitHub Markdown table; ``fmt`` renders each cell (pandas' ``to_markdown`` needs tabulate)."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Result tables for display and the sentences that follow them: 'Δ [CI]' cells with the
+significance and levelling-down marks, 'mean ± std' cells, and the per-configuration summary.
+
+Kept free of torch so the audit command and the notebooks share it cheaply; files are written by
+:mod:`semcov_lib.report.outputs`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+LOWER_IS_BETTER = {"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error", "middle_error",
+                   "head_error", "cdi_ci_low", "cdi_ci_high"}
+
+
+def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int = 3, keys: Iterable[str] = ("method",)) -> pd.DataFrame:
+    """A display table with 'mean ± std' strings."""
+    out = summary[list(keys)].copy()
+    for m in metrics:
+        mean, std = summary[f"{m}_mean"], summary[f"{m}_std"].fillna(0.0)
+        out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if np.isfinite(a) else "n/a" for a, b in zip(mean, std)]
+    return out
+
+
+def format_paired(table: pd.DataFrame, digits: int = 3, index: Iterable[str] = ("method",)) -> pd.DataFrame:
+    """Paired differences as a display table: one row per ``index`` value (method by default), one
+    'Δ [CI]' column per metric (``*`` = the 95% CI excludes 0; ``(levelling down)`` where
+    Head/Middle error rose)."""
+    def cell(row) -> str:
+        if not np.isfinite(row["delta"]):
+            return "n/a"
+        mark = " *" if row["significant"] else ""
+        down = " (levelling down)" if row.get("levelling_down", False) else ""
+        return f"{row['delta']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{mark}{down}"
+
+    shown = table.assign(cell=table.apply(cell, axis=1))
+    wide = shown.pivot_table(index=list(index), columns="metric", values="cell", aggfunc="first", sort=False)
+    order = [m for m in dict.fromkeys(table["metric"]) if m in wide.columns]
+    return wide[order].reset_index()
+
+
+def paired_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
+    """Plain sentences from a paired table: what each method changes significantly against ``baseline``
+    (CI excluding 0), what it does not, and any levelling down; so prose follows the numbers."""
+    sentences = []
+    for method, rows in table.groupby("method", sort=False):
+        rows = rows.set_index("metric")
+        better = [m for m in rows.index if rows.loc[m, "significant"]
+                  and (rows.loc[m, "delta"] < 0) == (m in LOWER_IS_BETTER)]
+        worse = [m for m in rows.index if rows.loc[m, "significant"] and m not in better]
+        text = f"{method} vs {baseline}: "
+        text += (f"significantly better on {', '.join(better)}" if better else "no significant improvement")
+        text += (f"; significantly worse on {', '.join(worse)}" if worse else "; nothing significantly worse")
+        if "levelling_down" in rows and rows["levelling_down"].any():
+            text += " (levelling down: Head/Middle error rose)"
+        if "cdi" in rows.index and np.isfinite(rows.loc["cdi", "rel_reduction"]):
+            r = rows.loc["cdi"]
+            text += (f"; relative CDI reduction {100 * r['rel_reduction']:+.0f}% "
+                     f"[{100 * r['rel_ci_low']:+.0f}%, {100 * r['rel_ci_high']:+.0f}%]")
+        sentences.append(text + ".")
+    return sentences
+
+
+def configuration_summary(paired: pd.DataFrame, methods: Iterable[str]) -> pd.DataFrame:
+    """The display table of :func:`configuration_paired` for ``methods``: Δ [CI] of ``cdi`` and
+    ``cdi_within``, the share of the reducible gap and the gap, per (configuration, baseline, method)."""
+    keys = ["configuration", "baseline", "method"]
+    rows = paired[paired["metric"].isin(["cdi", "cdi_within"]) & paired["method"].isin(list(methods))]
+    table = format_paired(rows, index=keys).sort_values(keys, ignore_index=True)
+    share = rows[rows["metric"] == "cdi"].set_index(keys)["share_of_reducible_gap"]
+    share = share.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy(float)
+    table["share of reducible CDI gap"] = [f"{100 * v:.0f}%" if np.isfinite(v) else "n/a" for v in share]
+    gap = paired.groupby("configuration")["reducible_gap"].first()
+    table["reducible CDI gap"] = table["configuration"].map(gap).map(lambda v: f"{v:.3f}")
+    return table
