@@ -133,6 +133,14 @@ def test_pinned_output_for_a_fixed_seed(smoke):
     assert pixels.mean() == pytest.approx(PINNED_PIXEL_MEAN, abs=1e-3)
 
 
+def test_every_concept_and_pattern_has_one_painter():
+    from semcov_lib.data.benchmark import render
+
+    skin, over = set(render.SKIN_CONCEPT_PAINTERS), set(render.CONCEPT_PAINTERS)
+    assert skin | over == set(bm.CONCEPTS) and not skin & over  # each concept painted once
+    assert tuple(render.PATTERN_PAINTERS) == render.PATTERN_FIELDS == bm.APPEARANCE_FIELDS[7:]
+
+
 def test_balanced_oracle_changes_only_the_training_split(tmp_path, smoke):
     cfg = bm.benchmark_config("smoke", overrides={"train_coverage": "balanced"})
     oracle = bm.generate_benchmark(cfg, tmp_path / "oracle", seed=0)
@@ -252,7 +260,7 @@ def test_generation_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, monk
     cfg = bm.benchmark_config("paper")
     need = bm.estimated_memory(cfg, 2)
     assert cfg.n_images * 3 * 96 * 96 < need < 3 * cfg.n_images * 3 * 96 * 96  # the image cache dominates
-    monkeypatch.setattr(bm, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(bm.generate, "available_memory", lambda: need - 1)
     with pytest.raises(bm.BenchmarkError, match=r"needs about \d+\.\d GiB of memory, \d+\.\d GiB available"):
         bm.generate_benchmark(cfg, tmp_path / "big", seed=0, workers=2)
     assert not (tmp_path / "big").exists() and not list(tmp_path.iterdir())
@@ -260,7 +268,7 @@ def test_generation_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, monk
     err = capsys.readouterr().err.strip()
     first, *rest = err.splitlines()  # one error line, at most one hint line
     assert first.startswith("error:") and "GiB available" in first and len(rest) <= 1
-    monkeypatch.setattr(bm, "available_memory", lambda: None)  # unknown: no refusal
+    monkeypatch.setattr(bm.generate, "available_memory", lambda: None)  # unknown: no refusal
     bm.check_memory(cfg, 2)
 
 
