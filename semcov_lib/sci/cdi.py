@@ -55,6 +55,8 @@ from scipy.stats import rankdata
 from semcov_lib.sci.coverage import (
     MODES,
     CoverageError,
+    Membership,
+    Resampling,
     _sorted_by_cell,
     assign_strata,
     bootstrap_cell_sums,
@@ -67,14 +69,12 @@ from semcov_lib.sci.coverage import (
     coverage_array,
     group_counts,
     median_thresholds,
-    membership,
 )
 
 LOG_EPS = 1e-3
 MIN_VALID = 3
 MIN_CLASS_SCGS = 4  # valid SCGs a class needs to enter cdi_within
 ERRORS = ("hard", "soft")
-CI_METHODS = ("percentile", "bca")
 
 
 class CDIWarning(UserWarning):
@@ -183,6 +183,11 @@ class SCGReference:
     def shape(self) -> tuple[int, int, int]:
         return self.coverage.shape  # type: ignore[return-value]
 
+    @property
+    def membership(self) -> Membership:
+        """The membership rule (mode, tau, training thresholds) every split is weighted with."""
+        return Membership(self.mode, self.tau, self.thresholds)
+
     def train_ok(self) -> np.ndarray:
         """(T, K, S) SCGs passing the training rules: finite coverage and N_cs >= min_train_n."""
         ok = np.isfinite(self.coverage)
@@ -229,26 +234,6 @@ class SCGReference:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (a run folder writes reference.json)")
         return cls.from_dict(json.loads(path.read_text()), where=str(path))
-
-
-@dataclass(frozen=True)
-class Resampling:
-    """Bootstrap and permutation settings of a CDI: replicates, seed, CI level and method."""
-
-    n_boot: int = 1000
-    n_perm: int = 1000
-    seed: int = 0
-    ci: float = 0.95
-    ci_method: str = "percentile"
-    max_jackknife: int = 2000  # BCa: leave-one-out up to this many samples, groups above
-
-    def __post_init__(self) -> None:
-        if not 0 < self.ci < 1:
-            raise CoverageError(f"ci must be in (0, 1), got {self.ci}")
-        if self.ci_method not in CI_METHODS:
-            raise CoverageError(f"ci_method must be one of {CI_METHODS}, got {self.ci_method!r}")
-        if self.n_boot < 0 or self.n_perm < 0:
-            raise CoverageError(f"n_boot and n_perm must be >= 0, got {self.n_boot}, {self.n_perm}")
 
 
 # --------------------------------------------------------------------------- correlations
@@ -612,7 +597,7 @@ def evaluation_inputs(reference: SCGReference, labels: np.ndarray, subgroups: np
         raise CoverageError(f"subgroups is None but the training coverage has {S} subgroups; pass the "
                             "evaluation subgroup indices (or a (T, K) / (T, K, 1) coverage)")
     s = check_subgroups(subgroups, len(y), S)
-    phi = membership(a, reference.mode, reference.tau, reference.thresholds)
+    phi = reference.membership(a)
     return y, cell_index(y, s, S), np.where(np.isnan(phi), 0.0, phi)
 
 
@@ -670,14 +655,11 @@ def _fill_estimates(res: CDIResult, reference: SCGReference, e: np.ndarray, den:
                     valid: np.ndarray, seed: int) -> None:
     """Point estimates and permutation p-values over the valid SCGs (warn when undefined)."""
     cv, ev, wv = reference.coverage[valid], e[valid], den[valid]
-    if np.ptp(cv) == 0:
-        warnings.warn(f"CDI undefined: training coverage is constant ({cv[0]:.4g}) over the "
-                      f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
-        return
-    if np.ptp(ev) == 0:
-        warnings.warn(f"CDI undefined: evaluation error is constant ({ev[0]:.4g}) over the "
-                      f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
-        return
+    for what, values in (("training coverage", cv), ("evaluation error", ev)):
+        if np.ptp(values) == 0:
+            warnings.warn(f"CDI undefined: {what} is constant ({values[0]:.4g}) over the "
+                          f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
+            return
     corr = rank_correlations(cv, ev, wv)
     res.signed_rho, res.pearson_log = corr["signed_rho"], corr["pearson_log"]
     res.cdi, res.weighted = abs(res.signed_rho), abs(corr["weighted_rho"])
