@@ -394,51 +394,6 @@ class GroupDROMethod(BaselineMethod):
         }
 
 
-def build_erm(info: DataInfo, hp: dict | None = None) -> Method:
-    """ERM baseline."""
-    return ERM(info, _params(hp))
-
-
-def build_erm_desc(info: DataInfo, hp: dict | None = None) -> Method:
-    """ERM with the descriptor scores and their mask as extra classifier inputs."""
-    return ERMWithDescriptors(info, _params(hp))
-
-
-def build_cb(info: DataInfo, hp: dict | None = None) -> Method:
-    """Class-balanced loss baseline."""
-    return ClassBalanced(info, _params(hp))
-
-
-def build_focal(info: DataInfo, hp: dict | None = None) -> Method:
-    """Focal loss baseline."""
-    return Focal(info, _params(hp))
-
-
-def build_ldam_drw(info: DataInfo, hp: dict | None = None) -> Method:
-    """LDAM-DRW baseline."""
-    return LDAMDRW(info, _params(hp))
-
-
-def build_balanced_softmax(info: DataInfo, hp: dict | None = None) -> Method:
-    """Balanced softmax baseline."""
-    return BalancedSoftmax(info, _params(hp))
-
-
-def build_logit_adjustment(info: DataInfo, hp: dict | None = None) -> Method:
-    """Post-hoc logit adjustment baseline."""
-    return LogitAdjustment(info, _params(hp))
-
-
-def build_crt(info: DataInfo, hp: dict | None = None) -> Method:
-    """Classifier re-training (cRT) baseline."""
-    return ClassifierRetraining(info, _params(hp))
-
-
-def build_groupdro(info: DataInfo, hp: dict | None = None) -> Method:
-    """GroupDRO baseline."""
-    return GroupDROMethod(info, _params(hp))
-
-
 __all__ = [
     "DEFAULTS",
     "BaselineMethod",
@@ -452,13 +407,4 @@ __all__ = [
     "GroupDROMethod",
     "LDAMDRW",
     "LogitAdjustment",
-    "build_balanced_softmax",
-    "build_cb",
-    "build_crt",
-    "build_erm",
-    "build_erm_desc",
-    "build_focal",
-    "build_groupdro",
-    "build_ldam_drw",
-    "build_logit_adjustment",
 ]
