@@ -118,6 +118,13 @@ class BaselineMethod(Method):
         ce = F.cross_entropy(out["logits"], batch["y"])
         return ce, {"ce": float(ce.detach())}
 
+    def _phase_fraction(self, key: str) -> float:
+        """``hp[key]`` checked as a fraction of the epochs, in [0, 1]."""
+        fraction = float(self.hp[key])
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1], got {fraction}")
+        return fraction
+
     @staticmethod
     def _plain_ce(out: dict, batch: dict) -> float:
         with torch.no_grad():
@@ -219,9 +226,7 @@ class LDAMDRW(BaselineMethod):
 
     def __init__(self, info: DataInfo, hp: dict):
         super().__init__(info, hp)
-        fraction = float(self.hp["drw_fraction"])
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"drw_fraction must be in [0, 1], got {fraction}")
+        self._phase_fraction("drw_fraction")
         self.scale = float(self.hp["ldam_scale"])
         self.criterion = lt.LDAMLoss(
             self.class_counts, float(self.hp["ldam_max_margin"]), self.scale, str(self.hp["drw_reduction"])
@@ -308,9 +313,7 @@ class ClassifierRetraining(BaselineMethod):
 
     def __init__(self, info: DataInfo, hp: dict):
         super().__init__(info, hp)
-        fraction = float(self.hp["crt_fraction"])
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"crt_fraction must be in [0, 1], got {fraction}")
+        self._phase_fraction("crt_fraction")
         self.register_buffer("crt_stage", torch.tensor(1, dtype=torch.long))
 
     def stage2_start(self, n_epochs: int) -> int:
