@@ -81,7 +81,7 @@ def _weight_inputs():
 
 def test_dva_weights_hand_computed():
     desc, mask, y, s, coverage = _weight_inputs()
-    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25)
+    w = dva_sample_weights(desc, mask, y, s, dva_weight_table(coverage, beta=1.0, eps=0.25))
     # per-descriptor (cov + 0.25)^-1 = [4, 1]; sample 0 active {0,1} -> 2.5; sample 1 {1} -> 1;
     # sample 2 none active -> 1; sample 3 nothing observed -> 1; normalised to mean 1
     raw = np.array([2.5, 1.0, 1.0, 1.0])
@@ -91,27 +91,27 @@ def test_dva_weights_hand_computed():
     # a precomputed per-SCG table gives the same weights
     table = dva_weight_table(coverage, beta=1.0, eps=0.25)
     np.testing.assert_allclose(table[0, :, 0].numpy(), [4.0, 1.0])
-    torch.testing.assert_close(dva_sample_weights(desc, mask, y, s, None, table=table), w)
+    torch.testing.assert_close(dva_sample_weights(desc, mask, y, s, table), w)
 
 
 def test_dva_weights_beta_zero_nan_and_include():
     desc, mask, y, s, coverage = _weight_inputs()
-    np.testing.assert_allclose(dva_sample_weights(desc, mask, y, s, coverage, beta=0.0).numpy(), np.ones(4))
+    np.testing.assert_allclose(dva_sample_weights(desc, mask, y, s, dva_weight_table(coverage, beta=0.0)).numpy(), np.ones(4))
     # NaN coverage counts as 0 (maximally rare)
     nan_cov = torch.tensor([[[NAN], [0.75]]])
-    w_nan = dva_sample_weights(desc, mask, y, s, nan_cov, beta=1.0, eps=0.25)
-    w_zero = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25)
+    w_nan = dva_sample_weights(desc, mask, y, s, dva_weight_table(nan_cov, beta=1.0, eps=0.25))
+    w_zero = dva_sample_weights(desc, mask, y, s, dva_weight_table(coverage, beta=1.0, eps=0.25))
     torch.testing.assert_close(w_nan, w_zero)
     # NaN inside desc is unobserved even when the mask says 1
     desc_nan = desc.clone()
     desc_nan[0, 0] = NAN
-    w = dva_sample_weights(desc_nan, mask, y, s, coverage, beta=1.0, eps=0.25)
+    w = dva_sample_weights(desc_nan, mask, y, s, dva_weight_table(coverage, beta=1.0, eps=0.25))
     assert torch.isfinite(w).all()
     # include: excluded samples get 0, the included ones average 1
     inc = torch.tensor([True, True, False, False])
-    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, eps=0.25, include=inc)
+    w = dva_sample_weights(desc, mask, y, s, dva_weight_table(coverage, beta=1.0, eps=0.25), include=inc)
     np.testing.assert_allclose(w.numpy(), np.array([2.5, 1.0, 0, 0]) / 1.75, rtol=1e-6)
-    w = dva_sample_weights(desc, mask, y, s, coverage, beta=1.0, include=torch.zeros(4, dtype=torch.bool))
+    w = dva_sample_weights(desc, mask, y, s, dva_weight_table(coverage, beta=1.0), include=torch.zeros(4, dtype=torch.bool))
     assert (w == 0).all()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from semcov_lib.models import backbones as bb
-from semcov_lib.models.methods.base import DataInfo
+from semcov_lib.models.data_info import DataInfo
 
 
 def _info(input_shape=(3, 32, 32), features_cached: bool = False) -> DataInfo:

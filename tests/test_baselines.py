@@ -88,8 +88,8 @@ def test_registry_defaults_and_overrides(info):
     assert d["groupdro_eta"] == 0.01 and 0 < d["crt_fraction"] < 1
     model = build_method("cb", info, {**HP, "cb_beta": 0.9})
     assert model.hp["cb_beta"] == 0.9 and model.encoder.dim == 16
-    # direct builder call with a partial hp falls back to DEFAULTS
-    assert bl.build_erm(info, HP).hp["dropout"] == 0.1
+    # direct construction with a partial hp falls back to DEFAULTS
+    assert bl.ERM(info, HP).hp["dropout"] == 0.1
 
 
 def test_cached_features_path():
@@ -318,3 +318,14 @@ def test_sees_descriptors_at_test(info):
     for source in ("predicted", "predicted_test"):
         assert not build_method("semcovnet", info, {**sem, "desc_source": source}).sees_descriptors_at_test
     assert not build_method("semcovnet", info, {**sem, "use_sdm": False, "use_dam": False, "use_dva": False}).sees_descriptors_at_test
+
+
+def test_registry_names_method_classes():
+    import importlib
+
+    from semcov_lib.models.methods import METHODS, Method
+
+    for name, target in METHODS.items():
+        module_name, class_name = target.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        assert isinstance(cls, type) and issubclass(cls, Method), name

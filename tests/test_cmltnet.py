@@ -14,7 +14,7 @@ import torch
 import semcov_lib.models
 from semcov_lib.models.methods import build_method, method_defaults
 from semcov_lib.models.methods.base import DataInfo, TrainContext
-from semcov_lib.models.methods.cmltnet import DEFAULTS, CMLTNet, CMLTNetConfigError, build_cmltnet
+from semcov_lib.models.methods.cmltnet import DEFAULTS, CMLTNet, CMLTNetConfigError
 
 T, K, S, E = 3, 4, 2, 6
 SMALL = {"dim": 32, "align_dim": 16, "text_dim": 16, "cnn_widths": (8, 16, 16, 16)}
@@ -52,7 +52,7 @@ def tiny_batch(b: int = 8, seed: int = 0) -> dict:
 
 def make(text_encoder: str = "sentence", **hp) -> CMLTNet:
     torch.manual_seed(0)
-    return build_cmltnet(tiny_info(), {**SMALL, "text_encoder": text_encoder, **hp})
+    return build_method("cmltnet", tiny_info(), {**SMALL, "text_encoder": text_encoder, **hp})
 
 
 class NoDescBatch(dict):
@@ -174,16 +174,16 @@ def test_fallback_to_mlp_when_embeddings_unavailable(monkeypatch):
     monkeypatch.setattr(semcov_lib.models, "text_embed", fake, raising=False)
     info = tiny_info(with_embeddings=False)
     with pytest.warns(RuntimeWarning, match="MLP text encoder"):
-        m = build_cmltnet(info, {**SMALL, "text_encoder": "sentence"})
+        m = build_method("cmltnet", info, {**SMALL, "text_encoder": "sentence"})
     assert m.text_mode == "mlp" and m.text_mlp is not None
     with pytest.raises(RuntimeError):
-        build_cmltnet(info, {**SMALL, "text_encoder": "sentence", "text_fallback": False})
+        build_method("cmltnet", info, {**SMALL, "text_encoder": "sentence", "text_fallback": False})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("semcov_lib.models.text_embed") is None,
                     reason="semcov_lib.models.text_embed not available")
 def test_real_sentence_embeddings():
-    m = build_cmltnet(tiny_info(with_embeddings=False), {**SMALL, "text_encoder": "sentence"})
+    m = build_method("cmltnet", tiny_info(with_embeddings=False), {**SMALL, "text_encoder": "sentence"})
     if m.text_mode != "sentence":
         pytest.skip("sentence model unavailable here (fell back to the MLP encoder)")
     assert m.text_table.shape == (K, 384)

@@ -8,6 +8,7 @@ import pytest
 
 from semcov_lib.sci.coverage import (
     CoverageError,
+    Resampling,
     across_class_variance,
     assign_strata,
     bootstrap_cell_sums,
@@ -164,16 +165,16 @@ def test_permutation_test_detects_class_dependent_coverage_and_is_seeded():
     n, T, S = 300, 3, 2
     y, s = rng.integers(0, T, n), rng.integers(0, S, n)
     a = np.clip(0.2 + 0.3 * y[:, None] + rng.normal(0, 0.1, (n, 2)), 0, 1)
-    res = permutation_test(y, s, a, T, S, n_perm=99, seed=1)
+    res = permutation_test(y, s, a, T, S, Resampling(n_perm=99, seed=1))
     assert res.p_value == pytest.approx(0.01)
     assert res.null.shape == (99,) and np.all(res.null < res.statistic)
-    again = permutation_test(y, s, a, T, S, n_perm=99, seed=1)
+    again = permutation_test(y, s, a, T, S, Resampling(n_perm=99, seed=1))
     np.testing.assert_array_equal(res.null, again.null)
-    glob = permutation_test(y, s, a, T, S, n_perm=49, seed=1, within_subgroup=False)
+    glob = permutation_test(y, s, a, T, S, Resampling(n_perm=49, seed=1), within_subgroup=False)
     assert glob.p_value == pytest.approx(0.02)
     # null data: the permuted statistic is exchangeable with the observed one
     y0 = rng.integers(0, T, n)
-    ps = [permutation_test(y0, s, rng.random((n, 2)), T, S, n_perm=39, seed=i).p_value for i in range(20)]
+    ps = [permutation_test(y0, s, rng.random((n, 2)), T, S, Resampling(n_perm=39, seed=i)).p_value for i in range(20)]
     assert 0.2 < np.mean(ps) < 0.8
 
 
@@ -181,7 +182,7 @@ def test_permutation_null_matches_slow_reference_in_distribution():
     rng = np.random.default_rng(7)
     n, T, S = 200, 3, 2
     y, s, a = rng.integers(0, T, n), rng.integers(0, S, n), rng.random((n, 2))
-    fast = permutation_test(y, s, a, T, S, n_perm=400, seed=0).null
+    fast = permutation_test(y, s, a, T, S, Resampling(n_perm=400, seed=0)).null
     slow = []
     r = np.random.default_rng(1)
     for _ in range(400):
@@ -212,12 +213,12 @@ def test_bootstrap_cell_sums_conserve_totals():
 def test_bootstrap_coverage_ci():
     y, s, a = random_data(n=600, T=3, S=2, seed=9, nan_frac=0.0)
     cov = coverage_array(y, s, a, 3, 2)
-    lo, hi = bootstrap_coverage_ci(y, s, a, 3, 2, n_boot=300, seed=0)
+    lo, hi = bootstrap_coverage_ci(y, s, a, 3, 2, Resampling(n_boot=300, seed=0))
     assert lo.shape == cov.shape
     assert np.all(lo <= cov + 1e-9) and np.all(cov <= hi + 1e-9)
-    lo2, hi2 = bootstrap_coverage_ci(y, s, a, 3, 2, n_boot=300, seed=0)
+    lo2, hi2 = bootstrap_coverage_ci(y, s, a, 3, 2, Resampling(n_boot=300, seed=0))
     np.testing.assert_array_equal(lo, lo2)
-    lo3, hi3 = bootstrap_coverage_ci(y, s, a, 4, 2, n_boot=50, seed=0)
+    lo3, hi3 = bootstrap_coverage_ci(y, s, a, 4, 2, Resampling(n_boot=50, seed=0))
     assert np.isnan(lo3[3]).all()
 
 

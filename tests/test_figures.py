@@ -58,7 +58,7 @@ def test_coverage_figures(tiny):
     three = np.concatenate([tiny["cov"], tiny["cov"][:, :, :2]], axis=2)  # 4 subgroups -> 2 rows of 3
     assert n_axes(figures.coverage_heatmaps(three, ["A", "B", "C"], list("abcd"))) == 5
     assert n_axes(figures.prevalence_vs_coverage(tiny["table"])) == 1
-    perm = permutation_test(tiny["y"], tiny["s"], tiny["a"], tiny["T"], tiny["S"], n_perm=20)
+    perm = permutation_test(tiny["y"], tiny["s"], tiny["a"], tiny["T"], tiny["S"], Resampling(n_perm=20))
     assert n_axes(figures.permutation_null_hist(perm)) == 1
     assert n_axes(figures.permutation_null_hist(np.random.default_rng(0).random(50), 0.5, 0.1)) == 1
 

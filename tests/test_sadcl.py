@@ -15,7 +15,6 @@ from semcov_lib.models.methods.sadcl import (
     SADCL,
     SADCLConfigError,
     _masked_multilabel_metrics,
-    build_sadcl,
     evaluate_multilabel,
     sine_positional_encoding,
 )
@@ -55,7 +54,7 @@ def tiny_batch(b: int = 8, seed: int = 0) -> dict:
 
 def make(task: str = "class", **hp) -> SADCL:
     torch.manual_seed(0)
-    return build_sadcl(tiny_info(), {**SMALL, "sadcl_task": task, **hp})
+    return build_method("sadcl", tiny_info(), {**SMALL, "sadcl_task": task, **hp})
 
 
 def test_registry_and_defaults():

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from semcov_lib.models.methods.base import DataInfo
+from semcov_lib.models.data_info import DataInfo
 
 BACKBONES = ("cnn", "resnet18", "efficientnet_b0", "lite0", "cached")
 

@@ -42,7 +42,13 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.sci.cdi import CDIWarning, Resampling, SCGReference, compute_cdi
-from semcov_lib.sci.coverage import CoverageError, coverage_table, descriptor_permutation_tests, permutation_test
+from semcov_lib.sci.coverage import (
+    CoverageError,
+    Membership,
+    coverage_table,
+    descriptor_permutation_tests,
+    permutation_test,
+)
 from semcov_lib.sci.metrics import (
     group_accuracy,
     per_class_recall,
@@ -292,16 +298,16 @@ def _coverage_part(reference: SCGReference, data, train: np.ndarray, rs: Resampl
     """Coverage tables, the overall and the per-descriptor permutation tests of the training rows."""
     y, s, scores = (x[train] for x in data)
     T, K, S = reference.shape
-    opts = dict(mode=reference.mode, tau=reference.tau, thresholds=reference.thresholds)
+    rule = reference.membership
     names = list(reference.descriptors)
     return {
-        "coverage": coverage_table(y, s, scores, list(reference.classes), names, list(reference.subgroups), **opts),
-        "coverage_class": coverage_table(y, None, scores, list(reference.classes), names, None, **opts)
+        "coverage": coverage_table(y, s, scores, list(reference.classes), names, list(reference.subgroups), rule),
+        "coverage_class": coverage_table(y, None, scores, list(reference.classes), names, None, rule)
         if by_subgroup else None,
         "coverage_array": reference.coverage,
-        "permutation": permutation_test(y, s, scores, T, S, n_perm=rs.n_perm, seed=rs.seed, **opts),
-        "descriptor_tests": descriptor_permutation_tests(y, s, scores, T, S, n_perm=rs.n_perm, seed=rs.seed,
-                                                         mode=reference.mode, descriptors=names),
+        "permutation": permutation_test(y, s, scores, T, S, rs, rule),
+        "descriptor_tests": descriptor_permutation_tests(y, s, scores, T, S, rs, Membership(reference.mode),
+                                                         descriptors=names),
     }
 
 

@@ -1,41 +1,15 @@
-"""Coverage Disparity Index (CDI): does error depend on training coverage?
+"""Coverage Disparity Index (CDI): does error depend on training coverage? (docs/METHODS.md, section
+"Coverage Disparity Index").
 
-Per-SCG error on the evaluation split is ``e_g = sum_i w_ig err_i / sum_i w_ig`` with the same
-membership weights as the coverage (soft by default), ``err_i = 1[pred != y]`` (default) or the
-soft error ``1 - p(y_i | x_i)``. Everything the evaluation needs from the training split (coverage,
-(class, subgroup) counts, names, membership and validity rules) travels in one
-:class:`SCGReference`, built once from the training arrays by the trainer and the audit alike.
-
-An SCG is *valid* when (1) its training coverage is finite, (2) its (class, subgroup) has at least
-``min_train_n`` (default 10) training samples, so the coverage is not an estimate from 1-3 images,
-and (3) its evaluation weight is at least ``min_weight`` (m, default 5). :class:`CDIResult` counts
-what each rule removes, in that order. Over valid SCGs:
-
-* ``cdi``          ``|Spearman rho(cov, e)|`` with average ranks for ties (lower is better);
-* ``signed_rho``   the signed Spearman rho (SCI predicts rho < 0);
-* ``cdi_within``   class-stratified: for each class c with at least 4 valid SCGs,
-  ``rho_c = Spearman(cov, e)`` over its valid SCGs; ``rho_within = sum_c n_c rho_c / sum_c n_c``
-  (n_c = its valid SCGs; a class whose rho_c is undefined, e.g. constant error, is left out);
-  ``cdi_within = |rho_within|``. The pooled rho mixes a between-class relation (rare classes err
-  more and keep valid SCGs mostly where coverage is high) with the within-class SCI effect;
-* ``cdi_p`` / ``cdi_within_p``  permutation p-values against "error does not depend on coverage":
-  e_g is permuted among the valid SCGs (within each class for ``cdi_within``),
-  ``p = (1 + #{|rho*| >= |rho|}) / (1 + n_perm)``;
-* ``pearson_log``  the signed Pearson r between ``log(cov + 1e-3)`` and ``e``;
-* ``weighted``     the support-weighted CDI: ``|weighted Spearman|``, where each SCG has weight
-  w_g = its evaluation weight, each variable is replaced by its *weighted mid-rank* (the total
-  weight of SCGs with a smaller value plus half the weight of its ties) and the two are correlated
-  with the w-weighted Pearson correlation. With equal weights it equals ``cdi`` exactly;
-* ``ci_low/ci_high``  bootstrap CI of ``cdi`` from resampling evaluation samples with replacement
-  (``n_boot`` replicates, seeded); validity is re-evaluated in every replicate. Percentile by
-  default; ``ci_method="bca"`` gives the bias-corrected and accelerated interval, whose
-  acceleration comes from a jackknife over evaluation samples (leave one out; above
-  ``max_jackknife`` samples, leave one of ``max_jackknife`` random equal-size groups out).
-  Evaluation noise in the per-SCG errors attenuates |rho|, so the CDI grows with the evaluation
-  size and a bootstrap interval describes the CDI at this size, not the noise-free relation
-  (``bench/bench_cdi.py --calibration`` measures both intervals against both targets).
-
-Fewer than 3 valid SCGs, constant coverage or constant error give NaN and a :class:`CDIWarning`.
+Per-SCG error on the evaluation split is weighted by the same membership as the coverage; all the
+evaluation needs from the training split travels in one :class:`SCGReference`, built once from the
+training arrays by the trainer and the audit alike. An SCG is *valid* when its training coverage is
+finite, its (class, subgroup) has at least ``min_train_n`` training samples (no coverage estimated
+from 1-3 images) and its evaluation weight is at least ``min_weight``; :class:`CDIResult` counts what
+each rule removes, in that order. Over the valid SCGs, :func:`compute_cdi` gives the CDI
+``|Spearman(cov, e)|`` and its variants (signed, class-stratified, log-Pearson, support-weighted),
+permutation p-values and a bootstrap CI; each formula is written where it is computed. Fewer than 3
+valid SCGs, constant coverage or constant error give NaN and a :class:`CDIWarning`.
 """
 
 from __future__ import annotations
@@ -55,6 +29,8 @@ from scipy.stats import rankdata
 from semcov_lib.sci.coverage import (
     MODES,
     CoverageError,
+    Membership,
+    Resampling,
     _sorted_by_cell,
     assign_strata,
     bootstrap_cell_sums,
@@ -67,14 +43,12 @@ from semcov_lib.sci.coverage import (
     coverage_array,
     group_counts,
     median_thresholds,
-    membership,
 )
 
 LOG_EPS = 1e-3
 MIN_VALID = 3
 MIN_CLASS_SCGS = 4  # valid SCGs a class needs to enter cdi_within
 ERRORS = ("hard", "soft")
-CI_METHODS = ("percentile", "bca")
 
 
 class CDIWarning(UserWarning):
@@ -183,6 +157,11 @@ class SCGReference:
     def shape(self) -> tuple[int, int, int]:
         return self.coverage.shape  # type: ignore[return-value]
 
+    @property
+    def membership(self) -> Membership:
+        """The membership rule (mode, tau, training thresholds) every split is weighted with."""
+        return Membership(self.mode, self.tau, self.thresholds)
+
     def train_ok(self) -> np.ndarray:
         """(T, K, S) SCGs passing the training rules: finite coverage and N_cs >= min_train_n."""
         ok = np.isfinite(self.coverage)
@@ -231,26 +210,6 @@ class SCGReference:
         return cls.from_dict(json.loads(path.read_text()), where=str(path))
 
 
-@dataclass(frozen=True)
-class Resampling:
-    """Bootstrap and permutation settings of a CDI: replicates, seed, CI level and method."""
-
-    n_boot: int = 1000
-    n_perm: int = 1000
-    seed: int = 0
-    ci: float = 0.95
-    ci_method: str = "percentile"
-    max_jackknife: int = 2000  # BCa: leave-one-out up to this many samples, groups above
-
-    def __post_init__(self) -> None:
-        if not 0 < self.ci < 1:
-            raise CoverageError(f"ci must be in (0, 1), got {self.ci}")
-        if self.ci_method not in CI_METHODS:
-            raise CoverageError(f"ci_method must be one of {CI_METHODS}, got {self.ci_method!r}")
-        if self.n_boot < 0 or self.n_perm < 0:
-            raise CoverageError(f"n_boot and n_perm must be >= 0, got {self.n_boot}, {self.n_perm}")
-
-
 # --------------------------------------------------------------------------- correlations
 def _pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
     """(Weighted) Pearson correlation; NaN when either variable is constant."""
@@ -277,10 +236,11 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    """Weighted Spearman: weighted Pearson of weighted mid-ranks (see module docstring)."""
+    """Weighted Spearman: w-weighted Pearson of weighted mid-ranks; equal weights give Spearman exactly."""
     w = np.asarray(w, dtype=np.float64)
     if np.any(w < 0) or w.sum() <= 0:
         return float("nan")
+    # ranks by weight, not count: an SCG backed by many evaluation samples moves the rank scale more
     return _pearson(weighted_midranks(x, w), weighted_midranks(y, w), w)
 
 
@@ -290,7 +250,7 @@ def rank_correlations(coverage: np.ndarray, error: np.ndarray, weight: np.ndarra
     w = np.ones_like(cov) if weight is None else np.asarray(weight, float)
     return {
         "signed_rho": spearman(cov, err),
-        "pearson_log": _pearson(np.log(cov + LOG_EPS), err),
+        "pearson_log": _pearson(np.log(cov + LOG_EPS), err),  # signed r(log(cov + 1e-3), e)
         "weighted_rho": weighted_spearman(cov, err, w),
     }
 
@@ -474,16 +434,15 @@ def permutation_p_values(cov: np.ndarray, err: np.ndarray, class_of: np.ndarray,
 def bca_interval(boot: np.ndarray, estimate: float, jackknife: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     """Bias-corrected and accelerated bootstrap interval (Efron 1987), as ``scipy.stats.bootstrap``.
 
-    z0 = Phi^-1(share of replicates below the estimate, ties counted half);
-    a = sum (mean_J - J_i)^3 / (6 (sum (mean_J - J_i)^2)^1.5) over the jackknife values J_i;
-    the interval is the replicates' percentiles at Phi(z0 + (z0 + z_q) / (1 - a (z0 + z_q))).
     Non-finite replicates / jackknife values are left out.
     """
     b = boot[np.isfinite(boot)]
     jack = jackknife[np.isfinite(jackknife)]
     if len(b) == 0 or not np.isfinite(estimate) or len(jack) < 2:
         return float("nan"), float("nan")
+    # bias: z0 = Phi^-1(share of replicates below the estimate, ties counted half)
     z0 = ndtri(((b < estimate).sum() + (b <= estimate).sum()) / (2.0 * len(b)))
+    # acceleration from the jackknife values J_i: a = sum d^3 / (6 (sum d^2)^1.5), d = mean_J - J_i
     d = jack.mean() - jack
     denom = 6.0 * (d * d).sum() ** 1.5
     accel = (d ** 3).sum() / denom if denom > 0 else 0.0
@@ -491,7 +450,7 @@ def bca_interval(boot: np.ndarray, estimate: float, jackknife: np.ndarray, ci: f
     out = []
     for q in (alpha, 1 - alpha):
         zq = ndtri(q)
-        level = ndtr(z0 + (z0 + zq) / (1 - accel * (z0 + zq)))
+        level = ndtr(z0 + (z0 + zq) / (1 - accel * (z0 + zq)))  # adjusted percentile of the replicates
         out.append(float(np.percentile(b, 100 * level)) if np.isfinite(level) else float("nan"))
     return out[0], out[1]
 
@@ -612,7 +571,7 @@ def evaluation_inputs(reference: SCGReference, labels: np.ndarray, subgroups: np
         raise CoverageError(f"subgroups is None but the training coverage has {S} subgroups; pass the "
                             "evaluation subgroup indices (or a (T, K) / (T, K, 1) coverage)")
     s = check_subgroups(subgroups, len(y), S)
-    phi = membership(a, reference.mode, reference.tau, reference.thresholds)
+    phi = reference.membership(a)
     return y, cell_index(y, s, S), np.where(np.isnan(phi), 0.0, phi)
 
 
@@ -635,7 +594,8 @@ def compute_cdi(
     T, K, S = reference.shape
     y, cells, wz = evaluation_inputs(reference, labels, subgroups, scores)
     err = sample_errors(y, preds, probs, T, reference.error)
-    values = np.concatenate([wz * err[:, None], wz], axis=1)  # numerator | denominator
+    # e_g = sum_i w_ig err_i / sum_i w_ig: per-cell sums of (N, 2K) = numerator | denominator
+    values = np.concatenate([wz * err[:, None], wz], axis=1)
     sums = cell_sums(cells, values, T * S)
     num, den = cells_to_tks(sums[:, :K], T, S), cells_to_tks(sums[:, K:], T, S)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -670,17 +630,17 @@ def _fill_estimates(res: CDIResult, reference: SCGReference, e: np.ndarray, den:
                     valid: np.ndarray, seed: int) -> None:
     """Point estimates and permutation p-values over the valid SCGs (warn when undefined)."""
     cv, ev, wv = reference.coverage[valid], e[valid], den[valid]
-    if np.ptp(cv) == 0:
-        warnings.warn(f"CDI undefined: training coverage is constant ({cv[0]:.4g}) over the "
-                      f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
-        return
-    if np.ptp(ev) == 0:
-        warnings.warn(f"CDI undefined: evaluation error is constant ({ev[0]:.4g}) over the "
-                      f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
-        return
+    for what, values in (("training coverage", cv), ("evaluation error", ev)):
+        if np.ptp(values) == 0:
+            warnings.warn(f"CDI undefined: {what} is constant ({values[0]:.4g}) over the "
+                          f"{res.n_valid} valid SCGs", CDIWarning, stacklevel=3)
+            return
     corr = rank_correlations(cv, ev, wv)
     res.signed_rho, res.pearson_log = corr["signed_rho"], corr["pearson_log"]
-    res.cdi, res.weighted = abs(res.signed_rho), abs(corr["weighted_rho"])
+    res.cdi, res.weighted = abs(res.signed_rho), abs(corr["weighted_rho"])  # CDI = |rho|; SCI predicts rho < 0
+    # cdi_within = |sum_c n_c rho_c / sum_c n_c| over classes with >= 4 valid SCGs: the pooled rho
+    # mixes a between-class relation (rare classes err more and keep valid SCGs mostly where
+    # coverage is high) with the within-class SCI effect
     class_of = np.broadcast_to(np.arange(reference.shape[0])[:, None, None], valid.shape)[valid]
     within = _row_within(reference.coverage.reshape(-1), np.where(valid, e, 0.0).reshape(1, -1),
                          valid.reshape(1, -1), reference.shape[0])[0]
@@ -693,7 +653,12 @@ def _fill_estimates(res: CDIResult, reference: SCGReference, e: np.ndarray, den:
 
 def _fill_intervals(res: CDIResult, reference: SCGReference, values: np.ndarray, cells: np.ndarray,
                     rs: Resampling) -> None:
-    """Bootstrap replicates of |rho| and |rho_within| and their intervals."""
+    """Bootstrap replicates of |rho| and |rho_within| and their intervals.
+
+    Evaluation samples are resampled with replacement and validity is re-evaluated in every
+    replicate. Evaluation noise attenuates |rho|, so the interval describes the CDI at this
+    evaluation size, not the noise-free relation (``bench/bench_cdi.py --calibration``).
+    """
     T, K, S = reference.shape
     rng = np.random.default_rng(rs.seed)
     order, bounds = _sorted_by_cell(cells, T * S)
@@ -703,7 +668,7 @@ def _fill_intervals(res: CDIResult, reference: SCGReference, values: np.ndarray,
     den = cells_to_tks(sums[..., K:], T, S).reshape(rs.n_boot, -1)
     stats = scg_statistics(reference, num, den)
     res.boot, res.boot_within = np.abs(stats["signed_rho"]), np.abs(stats["within_signed"])
-    if rs.ci_method == "bca":
+    if rs.ci_method == "bca":  # acceleration from leave-one-out (or one of max_jackknife groups)
         jack = _jackknife_cdi(reference, values, cells, rs.max_jackknife, rng)
         res.ci_low, res.ci_high = bca_interval(res.boot, res.cdi, jack, rs.ci)
     else:

@@ -33,8 +33,48 @@ STRATA = ("Tail", "Middle", "Head")
 MODES = ("soft", "hard")
 
 
+CI_METHODS = ("percentile", "bca")
+MAX_BLOCK = 4_000_000  # replicate x row entries per block of the resampling engine (memory bound)
+
+
 class CoverageError(ValueError):
     """Inputs of a coverage computation are malformed (the message names what and where)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Membership:
+    """How a descriptor score becomes SCG membership: phi(a) = a (soft) or 1[a >= threshold] (hard).
+
+    ``thresholds``: None (``tau`` for every descriptor), a (K,) array, or ``"median"``; see
+    :func:`membership`.
+    """
+
+    mode: str = "soft"
+    tau: float = 0.5
+    thresholds: np.ndarray | str | None = None
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return membership(scores, self.mode, self.tau, self.thresholds)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Bootstrap and permutation settings: replicates, seed, CI level and method (coverage and CDI)."""
+
+    n_boot: int = 1000
+    n_perm: int = 1000
+    seed: int = 0
+    ci: float = 0.95
+    ci_method: str = "percentile"
+    max_jackknife: int = 2000  # BCa: leave-one-out up to this many samples, groups above
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ci < 1:
+            raise CoverageError(f"ci must be in (0, 1), got {self.ci}")
+        if self.ci_method not in CI_METHODS:
+            raise CoverageError(f"ci_method must be one of {CI_METHODS}, got {self.ci_method!r}")
+        if self.n_boot < 0 or self.n_perm < 0:
+            raise CoverageError(f"n_boot and n_perm must be >= 0, got {self.n_boot}, {self.n_perm}")
 
 
 # --------------------------------------------------------------------------- input checks
@@ -162,16 +202,37 @@ def cells_to_tks(x: np.ndarray, n_classes: int, n_subgroups: int) -> np.ndarray:
     return np.moveaxis(x.reshape(*lead, n_classes, n_subgroups, k), -1, -2)
 
 
-def _parts(labels, subgroups, scores, n_classes, n_subgroups, mode, tau, thresholds):
+def _checked_indices(labels, subgroups, a: np.ndarray, n_classes: int, n_subgroups: int):
+    """Validated (labels, subgroups) index arrays for the checked (N, K) scores ``a``."""
+    labels = check_labels(labels, n_classes)
+    _check_lengths(labels, a)
+    return labels, check_subgroups(subgroups, len(labels), n_subgroups)
+
+
+def _membership_columns(phi: np.ndarray) -> np.ndarray:
+    """(N, 2K) = phi with NaN -> 0 | observed indicator: their cell sums are support | N_cs."""
+    obs = ~np.isnan(phi)
+    return np.concatenate([np.where(obs, phi, 0.0), obs], axis=1)
+
+
+def _ratio(support: np.ndarray, n_obs: np.ndarray) -> np.ndarray:
+    """cov = support / N_cs, NaN where N_cs (observed) is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_obs > 0, support / np.maximum(n_obs, 1), np.nan)
+
+
+def _coverage_of_sums(sums: np.ndarray, k: int, n_classes: int, n_subgroups: int) -> np.ndarray:
+    """(..., T*S, 2K) cell sums of :func:`_membership_columns` -> (..., T, K, S) coverage."""
+    return _ratio(cells_to_tks(sums[..., :k], n_classes, n_subgroups),
+                  cells_to_tks(sums[..., k:], n_classes, n_subgroups))
+
+
+def _parts(labels, subgroups, scores, n_classes: int, n_subgroups: int, rule: Membership):
     """Validated inputs -> (support (T,K,S), observed counts (T,K,S), group counts (T,S))."""
     scores = check_scores(scores)
-    labels = check_labels(labels, n_classes)
-    _check_lengths(labels, scores)
-    subgroups = check_subgroups(subgroups, len(labels), n_subgroups)
-    phi = membership(scores, mode, tau, thresholds)
-    obs = ~np.isnan(phi)
+    labels, subgroups = _checked_indices(labels, subgroups, scores, n_classes, n_subgroups)
     cells = cell_index(labels, subgroups, n_subgroups)
-    sums = cell_sums(cells, np.concatenate([np.where(obs, phi, 0.0), obs], axis=1), n_classes * n_subgroups)
+    sums = cell_sums(cells, _membership_columns(rule(scores)), n_classes * n_subgroups)
     k = scores.shape[1]
     support = cells_to_tks(sums[:, :k], n_classes, n_subgroups)
     n_obs = cells_to_tks(sums[:, k:], n_classes, n_subgroups)
@@ -190,9 +251,8 @@ def coverage_array(
     thresholds: np.ndarray | str | None = None,
 ) -> np.ndarray:
     """Coverage cov_g = n_g / N_cs as a (T, K, S) array, NaN where N_cs (observed) is 0."""
-    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, mode, tau, thresholds)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_obs > 0, support / np.maximum(n_obs, 1), np.nan)
+    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, Membership(mode, tau, thresholds))
+    return _ratio(support, n_obs)
 
 
 def support_array(
@@ -206,7 +266,7 @@ def support_array(
     thresholds: np.ndarray | str | None = None,
 ) -> np.ndarray:
     """Support n_g = sum_i w_ig as a (T, K, S) array, NaN where N_cs (observed) is 0."""
-    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, mode, tau, thresholds)
+    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, Membership(mode, tau, thresholds))
     return np.where(n_obs > 0, support, np.nan)
 
 
@@ -214,7 +274,7 @@ def observed_counts(
     labels: np.ndarray, subgroups: np.ndarray | None, scores: np.ndarray, n_classes: int, n_subgroups: int = 1
 ) -> np.ndarray:
     """N_cs per descriptor: samples of (c, s) whose descriptor k is observed, (T, K, S) int."""
-    _, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, "soft", 0.5, None)
+    _, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, Membership())
     return n_obs.astype(np.int64)
 
 
@@ -283,9 +343,7 @@ def coverage_table(
     classes: Sequence[str] | int,
     descriptors: Sequence[str] | None = None,
     subgroup_levels: Sequence[str] | None = None,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    membership: Membership = Membership(),
 ) -> pd.DataFrame:
     """One row per SCG (class, descriptor, subgroup), in (T, K, S) C-order.
 
@@ -302,10 +360,9 @@ def coverage_table(
     desc_names = _names(descriptors, a.shape[1], "descriptors")
     sub_names = list(subgroup_levels) if subgroup_levels is not None else (
         ["all"] if subgroups is None else [str(i) for i in range(n_sub)])
-    support, n_obs, groups = _parts(labels, subgroups, a, n_classes, max(n_sub, 1), mode, tau, thresholds)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cov = np.where(n_obs > 0, support / np.maximum(n_obs, 1), np.nan)
-    pi = prevalence(a, mode, tau, thresholds)
+    support, n_obs, groups = _parts(labels, subgroups, a, n_classes, max(n_sub, 1), membership)
+    cov = _ratio(support, n_obs)
+    pi = prevalence(a, membership.mode, membership.tau, membership.thresholds)
     T, K, S = cov.shape
     ci, ki, si = (x.ravel() for x in np.meshgrid(np.arange(T), np.arange(K), np.arange(S), indexing="ij"))
     frame = pd.DataFrame({
@@ -330,21 +387,18 @@ def table_coverage(
     table: "SCITable",
     split: str = "train",
     by_subgroup: bool = True,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    membership: Membership = Membership(),
     subgroup_levels: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """:func:`coverage_table` of one split of an :class:`SCITable` (subgroup levels of the whole table)."""
     part = table.split(split)
     if len(part) == 0:
         raise CoverageError(f"{table._where()}: split {split!r} has no rows")
+    levels, codes = None, None  # by_subgroup=False: one pooled level, "all"
     if by_subgroup:
         levels = table.subgroup_levels() if subgroup_levels is None else list(subgroup_levels)
-        return coverage_table(part.labels(), part.subgroup_codes(levels), part.scores(), table.classes,
-                              table.descriptors, levels, mode, tau, thresholds)
-    return coverage_table(part.labels(), None, part.scores(), table.classes, table.descriptors, None,
-                          mode, tau, thresholds)
+        codes = part.subgroup_codes(levels)
+    return coverage_table(part.labels(), codes, part.scores(), table.classes, table.descriptors, levels, membership)
 
 
 # --------------------------------------------------------------------------- resampling engine
@@ -362,7 +416,7 @@ def bootstrap_cell_sums(
     rng: np.random.Generator,
     strata: np.ndarray | None = None,
     active: np.ndarray | None = None,
-    max_block: int = 4_000_000,
+    max_block: int = MAX_BLOCK,
 ) -> np.ndarray:
     """Per-cell sums of ``values`` over ``n_boot`` bootstrap resamples, (n_boot, n_cells, M).
 
@@ -467,26 +521,23 @@ def permutation_test(
     scores: np.ndarray,
     n_classes: int,
     n_subgroups: int = 1,
-    n_perm: int = 1000,
-    seed: int = 0,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    resampling: Resampling = Resampling(),
+    membership: Membership = Membership(),
     within_subgroup: bool = True,
-    max_block: int = 4_000_000,
 ) -> PermutationResult:
     """Is coverage more unequal across classes than chance? Shuffle y, keep a (and s).
 
-    Statistic: :func:`across_class_variance` of the coverage table. Null: the same statistic after
-    permuting the labels (within each subgroup by default, which keeps every N_cs fixed).
-    p = (1 + #{null >= observed}) / (1 + n_perm).
+    Statistic: :func:`across_class_variance` of the coverage table; null: the same statistic after
+    ``resampling.n_perm`` label permutations (seed ``resampling.seed``), within each subgroup by
+    default, which keeps every N_cs fixed.
     """
     a = check_scores(scores)
-    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), n_perm, seed,
-                                       (mode, tau, thresholds), within_subgroup, max_block, across_class_variance)
+    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), resampling, membership,
+                                       within_subgroup, across_class_variance)
     valid = np.isfinite(null)
+    # p = (1 + #{null >= observed}) / (1 + n_perm), with a relative tolerance for float ties
     p = (1.0 + np.sum(null[valid] >= observed * (1 - 1e-12))) / (1.0 + valid.sum()) if np.isfinite(observed) else np.nan
-    return PermutationResult(float(observed), null, float(p), int(n_perm), bool(within_subgroup))
+    return PermutationResult(float(observed), null, float(p), int(resampling.n_perm), bool(within_subgroup))
 
 
 def across_class_variance_by_descriptor(coverage: np.ndarray) -> np.ndarray:
@@ -501,9 +552,8 @@ def descriptor_permutation_tests(
     scores: np.ndarray,
     n_classes: int,
     n_subgroups: int = 1,
-    n_perm: int = 1000,
-    seed: int = 0,
-    mode: str = "soft",
+    resampling: Resampling = Resampling(),
+    membership: Membership = Membership(),
     descriptors: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One label-permutation test per descriptor, with Benjamini-Hochberg adjusted p-values.
@@ -514,8 +564,8 @@ def descriptor_permutation_tests(
     significant (q < 0.05).
     """
     a = check_scores(scores)
-    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), n_perm, seed,
-                                       (mode, 0.5, None), True, 4_000_000, across_class_variance_by_descriptor)
+    observed, null = _permutation_null(labels, subgroups, a, (n_classes, n_subgroups), resampling, membership,
+                                       True, across_class_variance_by_descriptor)
     with np.errstate(invalid="ignore"):
         exceed = np.where(np.isfinite(null), null >= observed[None, :] * (1 - 1e-12), False).sum(axis=0)
     n_ok = np.isfinite(null).sum(axis=0)
@@ -530,20 +580,17 @@ def descriptor_permutation_tests(
                          "null_mean": null_mean, "p_value": p, "q_value": q, "significant": q < 0.05})
 
 
-def _permutation_null(labels, subgroups, a, shape, n_perm, seed, membership_args, within_subgroup, max_block,
-                      statistic):
+def _permutation_null(labels, subgroups, a: np.ndarray, shape: tuple[int, int], resampling: Resampling,
+                      membership: Membership, within_subgroup: bool, statistic):
     """(statistic of the coverage, statistics of ``n_perm`` label-permuted coverages)."""
     n_classes, n_subgroups = shape
-    labels = check_labels(labels, n_classes)
-    _check_lengths(labels, a)
-    subgroups = check_subgroups(subgroups, len(labels), n_subgroups)
-    observed = statistic(coverage_array(labels, subgroups, a, n_classes, n_subgroups, *membership_args))
-    phi = membership(a, *membership_args)
-    obs = ~np.isnan(phi)
-    values = np.concatenate([np.where(obs, phi, 0.0), obs], axis=1)
-    k = a.shape[1]
+    labels, subgroups = _checked_indices(labels, subgroups, a, n_classes, n_subgroups)
+    support, n_obs, _ = _parts(labels, subgroups, a, n_classes, n_subgroups, membership)
+    observed = statistic(_ratio(support, n_obs))
+    values = _membership_columns(membership(a))  # (N, 2K)
     strata = subgroups if within_subgroup else np.zeros_like(subgroups)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(resampling.seed)
+    n_perm = resampling.n_perm
     null = np.empty((n_perm,) + np.shape(observed))
     # Sort by (stratum, class): a permutation shuffles a stratum's rows into its fixed class
     # blocks, so the per-(replicate, cell) sums are one sparse assignment matrix times the rows.
@@ -551,8 +598,8 @@ def _permutation_null(labels, subgroups, a, shape, n_perm, seed, membership_args
     lab, sub, strat, vals = labels[order], subgroups[order], strata[order], values[order]
     n_strata = int(strat.max(initial=-1)) + 1
     sb = np.searchsorted(strat, np.arange(n_strata + 1))
-    n_cells, m = n_classes * n_subgroups, 2 * k
-    step = max(1, min(n_perm, max_block // max(len(lab) * m, 1)))
+    n_cells, m = n_classes * n_subgroups, values.shape[1]
+    step = max(1, min(n_perm, MAX_BLOCK // max(len(lab) * m, 1)))
     for b0 in range(0, n_perm, step):
         b1 = min(n_perm, b0 + step)
         nb = b1 - b0
@@ -562,7 +609,7 @@ def _permutation_null(labels, subgroups, a, shape, n_perm, seed, membership_args
             if hi == lo:
                 continue
             n_h = hi - lo
-            perm = rng.permuted(np.tile(np.arange(n_h), (nb, 1)), axis=1)  # local row ids
+            perm = rng.permuted(np.tile(np.arange(n_h), (nb, 1)), axis=1)  # (nb, n_h) local row ids
             # position p of the stratum keeps its class label and receives row perm[b, p]
             starts = np.flatnonzero(np.r_[True, lab[lo + 1:hi] != lab[lo:hi - 1]])
             if within_subgroup:
@@ -576,11 +623,7 @@ def _permutation_null(labels, subgroups, a, shape, n_perm, seed, membership_args
                 rows = (np.arange(nb)[:, None] * n_cells + lab[lo:hi] * n_subgroups + sub[lo:hi][perm]).ravel()
                 assign = sparse.coo_matrix((np.ones(nb * n_h), (rows, perm.ravel())), shape=(nb * n_cells, n_h))
                 sums += (assign.tocsr() @ vals[lo:hi]).reshape(nb, n_cells, m)
-        sup = cells_to_tks(sums[..., :k], n_classes, n_subgroups)
-        cnt = cells_to_tks(sums[..., k:], n_classes, n_subgroups)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cov = np.where(cnt > 0, sup / np.maximum(cnt, 1), np.nan)
-        null[b0:b1] = statistic(cov)
+        null[b0:b1] = statistic(_coverage_of_sums(sums, a.shape[1], n_classes, n_subgroups))
     return observed, null
 
 
@@ -590,37 +633,24 @@ def bootstrap_coverage_ci(
     scores: np.ndarray,
     n_classes: int,
     n_subgroups: int = 1,
-    n_boot: int = 1000,
-    seed: int = 0,
-    ci: float = 0.95,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    resampling: Resampling = Resampling(),
+    membership: Membership = Membership(),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of every cov_g, resampling samples within each class.
+    """Percentile bootstrap CI (level ``resampling.ci``) of every cov_g, resampling samples within each class.
 
     Class sizes stay fixed; subgroup composition and descriptor values vary. Returns (low, high),
     each (T, K, S), NaN where the coverage is undefined.
     """
-    if not 0 < ci < 1:
-        raise CoverageError(f"ci must be in (0, 1), got {ci}")
     a = check_scores(scores)
-    labels = check_labels(labels, n_classes)
-    _check_lengths(labels, a)
-    subgroups = check_subgroups(subgroups, len(labels), n_subgroups)
-    phi = membership(a, mode, tau, thresholds)
-    obs = ~np.isnan(phi)
-    values = np.concatenate([np.where(obs, phi, 0.0), obs], axis=1)
+    labels, subgroups = _checked_indices(labels, subgroups, a, n_classes, n_subgroups)
+    values = _membership_columns(membership(a))
     n_cells = n_classes * n_subgroups
     order, bounds = _sorted_by_cell(cell_index(labels, subgroups, n_subgroups), n_cells)
     strata = np.repeat(np.arange(n_classes), n_subgroups)  # cell j = c * S + s belongs to class c
-    sums = bootstrap_cell_sums(values[order], bounds, n_boot, np.random.default_rng(seed), strata=strata)
-    k = a.shape[1]
-    sup = cells_to_tks(sums[..., :k], n_classes, n_subgroups)
-    cnt = cells_to_tks(sums[..., k:], n_classes, n_subgroups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cov = np.where(cnt > 0, sup / np.maximum(cnt, 1), np.nan)
-    alpha = (1 - ci) / 2
+    sums = bootstrap_cell_sums(values[order], bounds, resampling.n_boot, np.random.default_rng(resampling.seed),
+                               strata=strata)
+    cov = _coverage_of_sums(sums, a.shape[1], n_classes, n_subgroups)  # (n_boot, T, K, S)
+    alpha = (1 - resampling.ci) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(cov, [alpha, 1 - alpha], axis=0)
@@ -628,9 +658,12 @@ def bootstrap_coverage_ci(
 
 
 __all__ = [
+    "MAX_BLOCK",
     "STRATA",
     "CoverageError",
+    "Membership",
     "PermutationResult",
+    "Resampling",
     "across_class_variance",
     "assign_strata",
     "bootstrap_cell_sums",

@@ -176,24 +176,23 @@ def reliability_data(y: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> pd.D
 
 
 def ece(y: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: sum_b (n_b / N) |acc_b - conf_b| over 15 equal-width bins."""
+    """Expected calibration error over ``n_bins`` equal-width confidence bins (NaN for an empty split)."""
     if len(y) == 0:
         return float("nan")
     rel = reliability_data(y, probs, n_bins)
     used = rel["count"] > 0
+    # ECE = sum_b (n_b / N) |acc_b - conf_b|; empty bins hold NaN and weigh 0
     gap = (rel["accuracy"] - rel["confidence"]).abs()[used]
     return float((gap * rel["count"][used]).sum() / rel["count"].sum())
 
 
 # --------------------------------------------------------------------------- groups
 def wilson_interval(successes: int | np.ndarray, n: int | np.ndarray, confidence: float = 0.95):
-    """Wilson score interval of a binomial proportion k / n (NaN where n = 0).
-
-    centre = (k + z^2/2) / (n + z^2), half-width = z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2).
-    """
+    """Wilson score interval of a binomial proportion k / n (NaN where n = 0); scalars or arrays."""
     k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
     z = float(norm.ppf(0.5 + confidence / 2))
     with np.errstate(invalid="ignore", divide="ignore"):
+        # Wilson: shrinks k / n towards 1/2, so the interval stays inside [0, 1] even at k = 0 or n
         centre = (k + z * z / 2) / (n + z * z)
         half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
     low, high = np.where(n > 0, centre - half, np.nan), np.where(n > 0, centre + half, np.nan)
@@ -324,12 +323,10 @@ def stratum_errors(per_scg: pd.DataFrame) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- multi-label
 def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, threshold: float = 0.5, top_k: int = 3) -> dict[str, float]:
-    """mAP, CP/CR/CF1, OP/OR/OF1 at ``threshold`` and their top-k variants (SADCL, §4).
+    """mAP, CP/CR/CF1, OP/OR/OF1 at ``threshold`` and their top-k variants (keys ``CP_top3`` ...), SADCL §4.
 
-    mAP: mean over labels of ``average_precision_score``, leaving out labels without a positive
-    (warning). CP/CR: macro precision/recall (0/0 counts as 0), CF1 their harmonic mean;
-    OP/OR: micro precision/recall, OF1 their harmonic mean. Top-k: each sample predicts its k
-    highest-scoring labels (keys ``CP_top3`` ...). ``n_labels_ap``: labels that entered mAP.
+    ``n_labels_ap``: labels that entered mAP (those with a positive; the others are left out with a
+    warning).
     """
     Y = np.asarray(Y)
     s = np.asarray(scores, dtype=np.float64)
@@ -339,10 +336,11 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, threshold: float = 0.5
     with_pos = np.flatnonzero(Y.any(axis=0))
     if len(with_pos) < Y.shape[1]:
         _warn(f"mAP: label(s) {np.flatnonzero(~Y.any(axis=0)).tolist()[:10]} have no positive and are left out")
-    aps = [average_precision_score(Y[:, j], s[:, j]) for j in with_pos]
+    aps = [average_precision_score(Y[:, j], s[:, j]) for j in with_pos]  # mAP: mean AP over labels
     res: dict[str, float] = {"mAP": float(np.mean(aps)) if aps else float("nan"), "n_labels_ap": len(aps)}
 
     def prf(pred: np.ndarray, suffix: str) -> None:
+        # C*: macro (per label, then averaged), O*: micro (pooled); 0/0 counts as 0; F1 = harmonic mean
         if Y.size == 0:
             cp = cr = op = orr = float("nan")
         else:
@@ -356,6 +354,7 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, threshold: float = 0.5
         })
 
     prf(s >= threshold, "")
+    # top-k: each sample predicts its k highest-scoring labels
     k = min(top_k, Y.shape[1])
     top = np.argsort(-s, axis=1, kind="stable")[:, :k]
     pred_top = np.zeros_like(Y)
@@ -432,17 +431,9 @@ def evaluate_split(
     return {k: (int(v) if k in COUNT_KEYS else v if k in TEXT_KEYS else float(v)) for k, v in out.items()}, res
 
 
-def evaluate(
-    y: np.ndarray,
-    probs: np.ndarray,
-    subgroups: np.ndarray | None,
-    scores: np.ndarray,
-    reference: "SCGReference",
-    resampling: "Resampling | None" = None,
-    shot_scale: float | str = 1.0,
-) -> dict:
-    """Every classification metric and the CDI family as one flat dict (see :func:`evaluate_split`)."""
-    return evaluate_split(y, probs, subgroups, scores, reference, resampling, shot_scale)[0]
+def evaluate(*args, **kwargs) -> dict:
+    """The flat metric dict of :func:`evaluate_split` (same arguments), without the CDI result."""
+    return evaluate_split(*args, **kwargs)[0]
 
 
 __all__ = [

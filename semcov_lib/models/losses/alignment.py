@@ -1,46 +1,14 @@
-"""SemCovNet's alignment losses (docs/METHODS.md): DVA loss, CDI regulariser, rare-side SCG weights.
+"""SemCovNet's alignment losses (docs/METHODS.md, section "SemCovNet"): DVA loss, CDI regulariser, rare-side weights.
 
-Conventions shared by both:
+Conventions shared by all of them:
 
 * ``desc`` (B, K) descriptor scores with NaN already replaced by 0 and ``desc_mask`` (B, K)
   1 where observed (the trainer's batch keys); NaN in ``desc`` is also treated as unobserved.
 * ``coverage`` (T, K, S) soft training coverage cov_g, NaN where N_{c,s} = 0.
-* A descriptor is *active* for a sample when it is observed and its score is ≥ 0.5
+* A descriptor is *active* for a sample when it is observed and its score is >= 0.5
   (``active_threshold``).
 
-DVA (Descriptor-Visual Alignment)
-    ``dva_loss(z_v, z_d, weights, mode)``: ``"cosine"`` is
-    ``Σ_i w_i (1 − cos(z_v,i, z_d,i)) / n`` over the included samples; ``"infonce"`` is the
-    symmetric InfoNCE over the batch (τ = 0.1; positives on the diagonal), weighted per sample
-    the same way. SemCovNet uses InfoNCE: the cosine form has a constant solution (both heads
-    output one vector; measured: the loss fell to 3e-4 with mean pairwise cos(z_v) 0.9995), at
-    which the coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
-    ``dva_sample_weights`` gives the coverage-aware weights w_i = mean over active k of
-    (cov_{y_i,k,s_i} + ε)^(−β), 1 for a sample with no active descriptor, normalised to mean 1
-    over the included samples (β = 0 → all ones). Unknown coverage (NaN) counts as 0, i.e.
-    maximally rare. Weights are constants (no gradient).
-
-CDI regulariser
-    :class:`CDIRegularizer` (an ``nn.Module`` holding the coverage table and a per-SCG EMA
-    buffer). Per-SCG minibatch loss ℓ_g = Σ_i w_{i,g} ce_i / Σ_i w_{i,g} with
-    w_{i,g} = 1[y_i=c]·1[s_i=s]·a_{i,k} (masked where unobserved); SCGs with zero weight in the
-    batch or NaN coverage are skipped. Smoothed L̃_g = β·EMA_g + (1−β)·ℓ_g, where EMA_g holds
-    detached past values (first observation: L̃_g = ℓ_g); afterwards EMA_g ← L̃_g.detach().
-    r = Pearson(log(cov_g + ε), L̃_g) over the SCGs present; penalty r² (``"squared"``)
-    or relu(−r) (``"relu_neg"``). Fewer than 3 SCGs, or zero variance on either
-    side, gives 0 (a graph-connected zero, so ``backward`` is always safe).
-
-Rare-side coverage correction (:class:`RareSCGWeights`)
-    The penalty above can lower the measured correlation by raising the error of well-covered
-    SCGs (levelling down). The reweighting modes act on the under-covered side only: each
-    sample's cross-entropy gets the weight w_i = 1 + λ·u_i, where u_i is the mean, over the
-    sample's active descriptors k, of a per-SCG table u[y_i, k, s_i] that is 0 for every SCG at
-    or above the median training coverage (so well-covered samples keep weight 1) and has mean
-    1 over the rare SCGs R = {g : cov_g < median} (lower median of the finite coverages).
-    ``"rare_reweight"``: static, u_g ∝ ((median + ε) / (cov_g + ε))^β on R.
-    ``"closed_loop"`` (GroupDRO-style, per epoch): u_g = |R|·q_g, q_g ∝ exp(η·ℓ̄_g) over R,
-    where ℓ̄_g is the SCG's mean training cross-entropy (membership-weighted as in
-    ``scg_minibatch_loss``) during the last epoch; u starts uniform.
+Each formula is written at the lines that compute it.
 """
 
 from __future__ import annotations
@@ -66,11 +34,19 @@ def _clean_scores(desc: torch.Tensor, desc_mask: torch.Tensor | None) -> tuple[t
     return torch.where(finite, desc, torch.zeros_like(desc)), mask
 
 
+def _coverage_tensor(coverage: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Coverage as a float32 (T, K, S) tensor (NaN kept); raise on any other shape."""
+    cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
+    if cov.ndim != 3:
+        raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
+    return cov
+
+
 def dva_weight_table(coverage: torch.Tensor | np.ndarray, beta: float = 0.5, eps: float = 0.05) -> torch.Tensor:
-    """Per-SCG DVA weight (cov + eps)^(-beta), shape (T, K, S); NaN coverage counts as 0."""
+    """Per-SCG DVA weight (cov + eps)^(-beta), shape (T, K, S); NaN coverage counts as 0 (maximally rare)."""
     cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32)) if isinstance(coverage, np.ndarray) else coverage
     cov = torch.nan_to_num(cov.float(), nan=0.0).clamp_min(0.0)
-    return (cov + eps).pow(-beta)
+    return (cov + eps).pow(-beta)  # beta = 0: all ones, i.e. unweighted DVA
 
 
 def dva_sample_weights(
@@ -78,26 +54,18 @@ def dva_sample_weights(
     desc_mask: torch.Tensor | None,
     y: torch.Tensor,
     subgroup: torch.Tensor,
-    coverage: torch.Tensor | None,
-    beta: float = 0.5,
-    eps: float = 0.05,
-    active_threshold: float = 0.5,
+    table: torch.Tensor,
     include: torch.Tensor | None = None,
-    table: torch.Tensor | None = None,
+    active_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """Coverage-aware DVA weights (B,), mean 1 over ``include`` (bool (B,), default all).
+    """Coverage-aware DVA weights (B,), constants with mean 1 over ``include`` (bool (B,), default all).
 
-    w_i = mean_{k active} (cov[y_i, k, s_i] + eps)^(-beta); w_i = 1 without active descriptor.
-    Samples outside ``include`` get weight 0. ``table`` (from :func:`dva_weight_table`) may be
-    passed instead of ``coverage``/``beta``/``eps`` to save recomputing it every step.
+    ``table`` is the per-SCG weight of :func:`dva_weight_table`; samples outside ``include`` get 0.
     """
     with torch.no_grad():
         b = desc.shape[0]
         inc = torch.ones(b, dtype=torch.bool, device=desc.device) if include is None else include.bool()
-        if table is None:
-            if beta == 0:
-                return inc.float()
-            table = dva_weight_table(coverage, beta, eps)
+        # w_i = mean over active k of table[y_i, k, s_i]; 1 for a sample without an active descriptor
         w = active_scg_mean(table, desc, desc_mask, y, subgroup, active_threshold, default=1.0) * inc
         return w * (inc.sum() / w.sum().clamp_min(1e-12))
 
@@ -111,8 +79,11 @@ def dva_loss(
     include: torch.Tensor | None = None,
     normalized: bool = False,
 ) -> torch.Tensor:
-    """Descriptor-visual alignment loss between paired embeddings (B, P).
+    """Descriptor-visual alignment loss between paired embeddings (B, P), weighted per sample.
 
+    SemCovNet uses ``"infonce"``: the cosine form has a constant solution (both heads output one
+    vector; measured: the loss fell to 3e-4 with mean pairwise cos(z_v) 0.9995), at which the
+    coverage weights multiply zeros; InfoNCE's negatives rule that solution out.
     ``include`` (bool (B,)) selects the samples that take part (e.g. those with at least one
     observed descriptor); with none included the loss is a graph-connected 0. Zero vectors
     have cosine 0 (no NaN). ``normalized=True`` skips the L2 normalisation (inputs already
@@ -132,10 +103,10 @@ def dva_loss(
         return (z_v.sum() + z_d.sum()) * 0.0
     zv = z_v if normalized else F.normalize(z_v, dim=-1)
     zd = z_d if normalized else F.normalize(z_d, dim=-1)
-    if mode == "cosine":
+    if mode == "cosine":  # sum_i w_i (1 - cos(z_v,i, z_d,i)) / n over the included samples
         per = 1.0 - (zv * zd).sum(dim=-1)
         return (per.sum() if w is None else (w * per).sum()) / n
-    # symmetric InfoNCE among the included samples
+    # symmetric InfoNCE among the included samples: positives on the diagonal of (n, n) logits
     if w is None:
         w = torch.ones(b, device=z_v.device, dtype=z_v.dtype)
     if include is not None:
@@ -193,10 +164,12 @@ def pearson(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, 
 
 
 class CDIRegularizer(nn.Module):
-    """Differentiable coverage-error decorrelation penalty with a per-SCG EMA (see module doc).
+    """Differentiable coverage-error decorrelation penalty on r = Pearson(log(cov + eps), smoothed SCG loss).
 
-    ``forward(per_sample_ce, y, subgroup, desc, desc_mask, update=True) -> penalty``;
-    after each call ``last_r`` (float, NaN when undefined) and ``last_n`` (SCGs used) are set.
+    ``forward(per_sample_ce, y, subgroup, desc, desc_mask, update=True) -> penalty``: r^2
+    (``"squared"``) or relu(-r) (``"relu_neg"``), a graph-connected 0 below ``min_scgs`` SCGs or
+    with a constant side; after each call ``last_r`` (float, NaN when undefined) and ``last_n``
+    (SCGs used) are set. SCGs with NaN coverage or no weight in the batch are skipped.
     """
 
     def __init__(self, coverage: np.ndarray | torch.Tensor, beta: float = 0.9, eps: float = 1e-3,
@@ -204,9 +177,7 @@ class CDIRegularizer(nn.Module):
         super().__init__()
         if mode not in PENALTY_MODES:
             raise ValueError(f"cdi mode {mode!r} unknown for the penalty; choose one of {PENALTY_MODES}")
-        cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
-        if cov.ndim != 3:
-            raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
+        cov = _coverage_tensor(coverage)
         valid = torch.isfinite(cov)
         self.register_buffer("valid", valid, persistent=False)
         self.register_buffer("log_cov", torch.log(torch.nan_to_num(cov, nan=0.0).clamp_min(0.0) + eps),
@@ -222,13 +193,15 @@ class CDIRegularizer(nn.Module):
     def forward(self, per_sample_ce: torch.Tensor, y: torch.Tensor, subgroup: torch.Tensor,
                 desc: torch.Tensor, desc_mask: torch.Tensor | None, update: bool = True) -> torch.Tensor:
         t, _, s = self.ema.shape
-        loss_g, den = scg_minibatch_loss(per_sample_ce, y, subgroup, desc, desc_mask, t, s)
+        loss_g, den = scg_minibatch_loss(per_sample_ce, y, subgroup, desc, desc_mask, t, s)  # l_g, (T, K, S)
         present = (den > 0) & self.valid
         seen = self.seen.clone()  # the in-place update below must not touch autograd's saved tensor
+        # L~_g = beta EMA_g + (1 - beta) l_g (first observation: l_g); EMA_g holds detached past values,
+        # so the gradient flows only through this batch's l_g
         smoothed = torch.where(seen, self.beta * self.ema.clone() + (1.0 - self.beta) * loss_g, loss_g)
         if update:
             with torch.no_grad():
-                self.ema.copy_(torch.where(present, smoothed.detach(), self.ema))
+                self.ema.copy_(torch.where(present, smoothed.detach(), self.ema))  # EMA_g <- L~_g
                 self.seen |= present
         n = int(present.sum())
         self.last_n = n
@@ -236,7 +209,7 @@ class CDIRegularizer(nn.Module):
         if n < self.min_scgs:
             self.last_r = math.nan
             return zero
-        r = pearson(self.log_cov, smoothed, present)
+        r = pearson(self.log_cov, smoothed, present)  # over the SCGs present in the batch
         self.last_r = float(r.detach())
         if self.mode == "squared":
             return r * r
@@ -264,7 +237,15 @@ def active_scg_mean(table: torch.Tensor, desc: torch.Tensor, desc_mask: torch.Te
 
 
 class RareSCGWeights(nn.Module):
-    """Rare-side per-sample CE weights w_i = 1 + λ·u_i (see the module docstring).
+    """Rare-side per-sample CE weights w_i = 1 + λ·u_i, u_i the mean of u[y_i, k, s_i] over active k.
+
+    Why: the penalty of :class:`CDIRegularizer` can lower the measured correlation by raising the
+    error of well-covered SCGs (levelling down); these weights act on the under-covered side only.
+    u is 0 for every SCG at or above the median training coverage (well-covered samples keep
+    weight 1) and has mean 1 over the rare SCGs R = {g : cov_g < median}. ``"rare_reweight"``:
+    static, u_g ∝ ((median + ε) / (cov_g + ε))^β on R. ``"closed_loop"`` (GroupDRO-style, per
+    epoch): u_g = |R|·q_g with q_g ∝ exp(η·ℓ̄_g) over R, ℓ̄_g the SCG's mean training CE of the
+    last epoch; u starts uniform.
 
     ``weights(desc, desc_mask, y, subgroup, lam)`` -> (B,) constants (no gradient);
     ``accumulate(per_sample_ce, ...)`` adds a training batch to the epoch's per-SCG losses;
@@ -276,9 +257,7 @@ class RareSCGWeights(nn.Module):
         super().__init__()
         if mode not in REWEIGHT_MODES:
             raise ValueError(f"reweighting mode {mode!r} unknown; choose one of {REWEIGHT_MODES}")
-        cov = torch.as_tensor(np.asarray(coverage, dtype=np.float32))
-        if cov.ndim != 3:
-            raise ValueError(f"coverage must be (T, K, S); got shape {tuple(cov.shape)}")
+        cov = _coverage_tensor(coverage)
         finite = torch.isfinite(cov)
         median = cov[finite].median() if finite.any() else torch.tensor(0.0)  # lower median
         rare = finite & (torch.nan_to_num(cov, nan=0.0) < median)  # R = {g : cov_g < median}

@@ -63,28 +63,25 @@ def _reduce(per_sample: torch.Tensor, weights: torch.Tensor | None, reduction: s
 
 
 def class_balanced_weights(counts: ArrayLike, beta: float = 0.9999) -> torch.Tensor:
-    """Class-balanced weights of Cui et al. (2019), from the "effective number" of samples.
+    """Class-balanced weights of Cui et al. (2019), from the "effective number" of samples; float32 (T,).
 
-    w_y = (1 − β) / (1 − β^{n_y}) for n_y > 0, then normalised so that Σ_y w_y = T (the
-    number of classes, absent ones included). Classes with n_y = 0 get weight 0: they never
-    appear as targets, and an infinite weight would only break the normalisation.
-    β = 0 gives w = 1 on present classes (plain CE); β = 1 is taken as its limit 1/n_y
-    (inverse class frequency). 1 − β^n is computed as −expm1(n·log β) for precision.
-    Returns a float32 (T,) tensor.
+    Classes with n_y = 0 get weight 0: they never appear as targets, and an infinite weight would
+    only break the normalisation.
     """
     n = _counts_array(counts)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"class-balanced beta must be in [0, 1], got {beta}")
     present = n > 0
     raw = np.zeros_like(n)
-    if beta == 1.0:
+    if beta == 1.0:  # the limit of the formula: inverse class frequency 1/n_y
         raw[present] = 1.0 / n[present]
-    elif beta == 0.0:
+    elif beta == 0.0:  # w = 1 on present classes: plain CE
         raw[present] = 1.0
     else:
-        effective = -np.expm1(n[present] * math.log(beta))  # 1 - beta**n
+        # w_y = (1 − β) / (1 − β^{n_y}), with 1 − β^n = −expm1(n·log β) for precision
+        effective = -np.expm1(n[present] * math.log(beta))
         raw[present] = (1.0 - beta) / effective
-    w = raw * (len(n) / raw.sum())
+    w = raw * (len(n) / raw.sum())  # Σ_y w_y = T, absent classes included
     return torch.as_tensor(w, dtype=torch.float32)
 
 
@@ -283,14 +280,10 @@ def group_index(targets: torch.Tensor, subgroups: torch.Tensor, n_subgroups: int
 
 
 class GroupDRO(nn.Module):
-    """Online GroupDRO (Sagawa et al., 2020) with exponentiated-gradient group weights.
+    """Online GroupDRO (Sagawa et al., 2020) with exponentiated-gradient group weights q (a buffer).
 
-    For the groups g present in a batch, with mean loss ℓ_g over their samples:
-    q_g ← q_g·exp(η_q·ℓ_g) (detached), then q ← q / Σ q; robust loss = Σ_{g present} q_g·ℓ_g
-    (gradient flows through ℓ_g, never through q). Absent groups keep their q before the
-    renormalisation. ``q`` is a buffer initialised uniform over the groups with a non-zero
-    training count (``group_counts``; all groups when it is None); groups with no training
-    samples start at q = 0 and stay there.
+    q starts uniform over the groups with a non-zero training count (``group_counts``; all groups
+    when it is None); groups with no training samples start at q = 0 and stay there.
     """
 
     def __init__(self, n_groups: int, eta: float = 0.01, group_counts: ArrayLike | None = None):
@@ -324,13 +317,14 @@ class GroupDRO(nn.Module):
 
     def forward(self, per_sample: torch.Tensor, groups: torch.Tensor, update: bool = True) -> torch.Tensor:
         """Robust loss Σ_{g present} q_g·ℓ_g; with ``update`` the weights q move first."""
-        losses, present = self.group_losses(per_sample, groups.long())
+        losses, present = self.group_losses(per_sample, groups.long())  # ℓ_g (n_groups,)
         if update and bool(present.any()):
+            # q_g ← q_g·exp(η ℓ_g) for the groups present (absent ones keep their q), then q ← q / Σ q
             with torch.no_grad():
                 step = torch.where(present, self.eta * losses.detach().float(), torch.zeros_like(self.q))
                 q = self.q * torch.exp(step - step.max())  # shift for overflow safety; cancels
                 self.q.copy_(q / q.sum())
-        q = self.q.detach().to(losses.dtype)
+        q = self.q.detach().to(losses.dtype)  # the gradient flows through ℓ_g, never through q
         return (q * losses * present.to(losses.dtype)).sum()
 
 

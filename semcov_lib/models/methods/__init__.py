@@ -1,8 +1,9 @@
 """Registry of methods usable as ``python -m semcov_lib train --method NAME``.
 
-Builders are imported lazily (``"module:function"``) so listing names is cheap.
-Each builder has the signature ``build(info: DataInfo, hp: dict) -> Method`` and each
-module exposes ``DEFAULTS`` (its hyper-parameters; ``--set key=value`` overrides them).
+Each entry names a :class:`Method` subclass as ``"module:ClassName"``, imported on first use so
+that listing the names does not import the method modules. Each module exposes
+``DEFAULTS`` (its hyper-parameters; ``--set key=value`` overrides them), and each class is built
+as ``cls(info: DataInfo, hp: dict)``.
 """
 
 from __future__ import annotations
@@ -12,26 +13,27 @@ from importlib import import_module
 from semcov_lib.models.methods.base import DataInfo, Method, TrainContext
 
 METHODS: dict[str, str] = {
-    "erm": "semcov_lib.models.methods.baselines:build_erm",
-    "erm_desc": "semcov_lib.models.methods.baselines:build_erm_desc",
-    "semcovnet": "semcov_lib.models.methods.semcovnet:build_semcovnet",
-    "sadcl": "semcov_lib.models.methods.sadcl:build_sadcl",
-    "cmltnet": "semcov_lib.models.methods.cmltnet:build_cmltnet",
-    "cb": "semcov_lib.models.methods.baselines:build_cb",
-    "focal": "semcov_lib.models.methods.baselines:build_focal",
-    "ldam_drw": "semcov_lib.models.methods.baselines:build_ldam_drw",
-    "balanced_softmax": "semcov_lib.models.methods.baselines:build_balanced_softmax",
-    "logit_adjustment": "semcov_lib.models.methods.baselines:build_logit_adjustment",
-    "crt": "semcov_lib.models.methods.baselines:build_crt",
-    "groupdro": "semcov_lib.models.methods.baselines:build_groupdro",
+    "erm": "semcov_lib.models.methods.baselines:ERM",
+    "erm_desc": "semcov_lib.models.methods.baselines:ERMWithDescriptors",
+    "semcovnet": "semcov_lib.models.methods.semcovnet:SemCovNet",
+    "sadcl": "semcov_lib.models.methods.sadcl:SADCL",
+    "cmltnet": "semcov_lib.models.methods.cmltnet:CMLTNet",
+    "cb": "semcov_lib.models.methods.baselines:ClassBalanced",
+    "focal": "semcov_lib.models.methods.baselines:Focal",
+    "ldam_drw": "semcov_lib.models.methods.baselines:LDAMDRW",
+    "balanced_softmax": "semcov_lib.models.methods.baselines:BalancedSoftmax",
+    "logit_adjustment": "semcov_lib.models.methods.baselines:LogitAdjustment",
+    "crt": "semcov_lib.models.methods.baselines:ClassifierRetraining",
+    "groupdro": "semcov_lib.models.methods.baselines:GroupDROMethod",
 }
 
 
 def _resolve(name: str):
+    """(module, class name) of a registered method."""
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
-    module_name, func_name = METHODS[name].split(":")
-    return import_module(module_name), func_name
+    module_name, class_name = METHODS[name].split(":")
+    return import_module(module_name), class_name
 
 
 def method_defaults(name: str) -> dict:
@@ -42,9 +44,9 @@ def method_defaults(name: str) -> dict:
 
 def build_method(name: str, info: DataInfo, hp: dict | None = None) -> Method:
     """Build a registered method; ``hp`` overrides its ``DEFAULTS``."""
-    module, func_name = _resolve(name)
+    module, class_name = _resolve(name)
     params = {**method_defaults(name), **(hp or {})}
-    return getattr(module, func_name)(info, params)
+    return getattr(module, class_name)(info, params)
 
 
 __all__ = ["METHODS", "DataInfo", "Method", "TrainContext", "build_method", "method_defaults"]

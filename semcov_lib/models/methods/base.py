@@ -17,40 +17,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-
-@dataclass
-class DataInfo:
-    """What a method may know about its training data (all from the training split)."""
-
-    classes: list[str]
-    descriptors: list[str]  # column names, e.g. MONET_hair
-    descriptor_text: list[str]  # human-readable names used for text embeddings, e.g. "hair"
-    subgroups: list[str]
-    class_counts: np.ndarray  # (T,) training images per class
-    coverage: np.ndarray  # (T, K, S) soft training coverage cov_g, NaN where N_{c,s} = 0
-    group_counts: np.ndarray  # (T, S) training images per (class, subgroup)
-    prevalence: np.ndarray  # (K,) global descriptor prevalence pi_k
-    input_shape: tuple[int, int, int]  # shape of one batch["x"] item
-    features_cached: bool = False  # True when batch["x"] holds cached backbone features
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_descriptors(self) -> int:
-        return len(self.descriptors)
-
-    @property
-    def n_subgroups(self) -> int:
-        return len(self.subgroups)
+from semcov_lib.models.data_info import DataInfo
 
 
 @dataclass
@@ -152,3 +124,6 @@ class Method(nn.Module):
         if source is None or source in PREDICTED_DESC_SOURCES or self.info.n_descriptors == 0:
             return False
         return bool(self.hp.get("use_sdm", True))
+
+
+__all__ = ["PREDICTED_DESC_SOURCES", "DataInfo", "Method", "TrainContext", "final_phase_start"]

@@ -118,6 +118,13 @@ class BaselineMethod(Method):
         ce = F.cross_entropy(out["logits"], batch["y"])
         return ce, {"ce": float(ce.detach())}
 
+    def _phase_fraction(self, key: str) -> float:
+        """``hp[key]`` checked as a fraction of the epochs, in [0, 1]."""
+        fraction = float(self.hp[key])
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1], got {fraction}")
+        return fraction
+
     @staticmethod
     def _plain_ce(out: dict, batch: dict) -> float:
         with torch.no_grad():
@@ -219,9 +226,7 @@ class LDAMDRW(BaselineMethod):
 
     def __init__(self, info: DataInfo, hp: dict):
         super().__init__(info, hp)
-        fraction = float(self.hp["drw_fraction"])
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"drw_fraction must be in [0, 1], got {fraction}")
+        self._phase_fraction("drw_fraction")
         self.scale = float(self.hp["ldam_scale"])
         self.criterion = lt.LDAMLoss(
             self.class_counts, float(self.hp["ldam_max_margin"]), self.scale, str(self.hp["drw_reduction"])
@@ -308,9 +313,7 @@ class ClassifierRetraining(BaselineMethod):
 
     def __init__(self, info: DataInfo, hp: dict):
         super().__init__(info, hp)
-        fraction = float(self.hp["crt_fraction"])
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"crt_fraction must be in [0, 1], got {fraction}")
+        self._phase_fraction("crt_fraction")
         self.register_buffer("crt_stage", torch.tensor(1, dtype=torch.long))
 
     def stage2_start(self, n_epochs: int) -> int:
@@ -394,51 +397,6 @@ class GroupDROMethod(BaselineMethod):
         }
 
 
-def build_erm(info: DataInfo, hp: dict | None = None) -> Method:
-    """ERM baseline."""
-    return ERM(info, _params(hp))
-
-
-def build_erm_desc(info: DataInfo, hp: dict | None = None) -> Method:
-    """ERM with the descriptor scores and their mask as extra classifier inputs."""
-    return ERMWithDescriptors(info, _params(hp))
-
-
-def build_cb(info: DataInfo, hp: dict | None = None) -> Method:
-    """Class-balanced loss baseline."""
-    return ClassBalanced(info, _params(hp))
-
-
-def build_focal(info: DataInfo, hp: dict | None = None) -> Method:
-    """Focal loss baseline."""
-    return Focal(info, _params(hp))
-
-
-def build_ldam_drw(info: DataInfo, hp: dict | None = None) -> Method:
-    """LDAM-DRW baseline."""
-    return LDAMDRW(info, _params(hp))
-
-
-def build_balanced_softmax(info: DataInfo, hp: dict | None = None) -> Method:
-    """Balanced softmax baseline."""
-    return BalancedSoftmax(info, _params(hp))
-
-
-def build_logit_adjustment(info: DataInfo, hp: dict | None = None) -> Method:
-    """Post-hoc logit adjustment baseline."""
-    return LogitAdjustment(info, _params(hp))
-
-
-def build_crt(info: DataInfo, hp: dict | None = None) -> Method:
-    """Classifier re-training (cRT) baseline."""
-    return ClassifierRetraining(info, _params(hp))
-
-
-def build_groupdro(info: DataInfo, hp: dict | None = None) -> Method:
-    """GroupDRO baseline."""
-    return GroupDROMethod(info, _params(hp))
-
-
 __all__ = [
     "DEFAULTS",
     "BaselineMethod",
@@ -452,13 +410,4 @@ __all__ = [
     "GroupDROMethod",
     "LDAMDRW",
     "LogitAdjustment",
-    "build_balanced_softmax",
-    "build_cb",
-    "build_crt",
-    "build_erm",
-    "build_erm_desc",
-    "build_focal",
-    "build_groupdro",
-    "build_ldam_drw",
-    "build_logit_adjustment",
 ]

@@ -214,9 +214,4 @@ class CMLTNet(Method):
         return total, parts
 
 
-def build_cmltnet(info: DataInfo, hp: dict) -> CMLTNet:
-    """Registry builder: ``hp`` overrides :data:`DEFAULTS`."""
-    return CMLTNet(info, {**DEFAULTS, **(hp or {})})
-
-
-__all__ = ["CMLTNet", "CMLTNetConfigError", "DEFAULTS", "build_cmltnet"]
+__all__ = ["CMLTNet", "CMLTNetConfigError", "DEFAULTS"]

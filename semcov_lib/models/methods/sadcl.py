@@ -388,11 +388,6 @@ class SADCL(Method):
             self.init_prototypes()
 
 
-def build_sadcl(info: DataInfo, hp: dict) -> SADCL:
-    """Registry builder: ``hp`` overrides :data:`DEFAULTS`."""
-    return SADCL(info, {**DEFAULTS, **(hp or {})})
-
-
 # -------------------------------------------------------------------- multi-label evaluation
 
 
@@ -482,7 +477,6 @@ __all__ = [
     "LabelQueryDecoder",
     "SADCL",
     "SADCLConfigError",
-    "build_sadcl",
     "collect_label_scores",
     "evaluate_multilabel",
     "sine_positional_encoding",

@@ -1,4 +1,4 @@
-"""SemCovNet (docs/METHODS.md): SDM + DAM + DVA + coverage correction on a shared VisualEncoder.
+"""SemCovNet (docs/METHODS.md, section "SemCovNet"): SDM + DAM + DVA + coverage correction on a shared VisualEncoder.
 
 Architecture (D = ``dim``, K descriptors, T classes, S subgroups)::
 
@@ -10,54 +10,9 @@ Architecture (D = ``dim``, K descriptors, T classes, S subgroups)::
     DAM   γ = σ(W_g [f_v; f_d] + b_g),  h = γ⊙f_v + (1−γ)⊙f_d
     head  logits = Linear(dropout(h))
 
-Choices this file fixes (named options, see ``DEFAULTS``):
-
-* ``text_init``: E is initialised from the all-MiniLM-L6-v2 embedding of
-  ``info.descriptor_text`` (384-d, :func:`semcov_lib.models.text_embed.embed_texts`) times a *fixed*
-  seeded Gaussian projection R ∈ R^{384×D}, R_ij ~ N(0, 1/D) (seed 0, independent of the run
-  seed; it roughly preserves cosine similarities between descriptor names and gives rows of
-  norm ≈ 1); E is trainable afterwards. ``text_init=False`` → E ~ N(0, 1/D). Token biases
-  b start at 0 and exist only in the token-weighting DAM modes (with mean pooling they are
-  absorbed exactly by the MLP's first bias; see :class:`SemanticDescriptorMap`).
-* ``desc_source``: ``"observed"`` (default) uses observed scores and fills missing ones with
-  the detached â, in training and test; ``"predicted_test"`` trains like ``"observed"`` but
-  uses â for every descriptor at test time (eval mode); ``"predicted"`` always uses â. The
-  descriptor head learns only from its masked soft-target BCE (λ_desc).
-* ``dam_mode``: ``"gate"`` (default, above); ``"coverage"``: token weights ω_k = 1 − ρ_k,
-  ρ_k = C_k / (C_k + ``dam_lambda``), C_k = Σ_c p(c|x)·cov[c, k, s_i] where p is the detached
-  softmax of a *first pass* of the same head with uniform token weights (the label is unknown
-  at test time; no extra classifier or loss), α = ω / Σ_k ω, then the gate as above;
-  ``"cross_attention"``: α = softmax_k((W_q f_v)·(W_k t_k)/√D), f_d = MLP(Σ_k α_k W_v t_k),
-  then the gate. ``forward`` returns ``gate`` (B, D) and, for the two token modes,
-  ``token_weights`` (B, K).
-* SDM without DAM fuses by sum, h = f_v + f_d (classifier stays Linear(D, T), as ERM's).
-* No SDM: VisualEncoder → dropout → Linear(D, T), exactly ERM's architecture (and parameter
-  names); DAM and DVA need f_d, so they are then inactive (a warning says so); the CDI
-  regulariser still works (it only needs the per-sample CE and the batch's descriptors).
-* DVA: P_v, P_d = Linear(D, 128)-ReLU-Linear(128, 128), L2-normalised (run as one batched
-  :class:`PairProjection`); computed over samples with at least one observed descriptor;
-  sample weights from :func:`semcov_lib.models.losses.alignment.dva_sample_weights` with the label's
-  SCG coverage (``dva_beta``, ``dva_eps``; ``dva_beta=0`` → unweighted). ``dva_mode``:
-  ``"infonce"`` (default; symmetric InfoNCE over the batch, τ = ``dva_tau`` = 0.1, each
-  sample's term multiplied by its coverage weight) or ``"cosine"`` (mean w_i·(1 − cos)). The
-  cosine form collapsed on the default benchmark (loss 3e-4, cos(z_v, z_d) = 0.9997, mean
-  pairwise cos of z_v across samples 0.9995: both heads output a constant, so the coverage
-  weights multiplied zeros); InfoNCE needs each z_v closest to its own z_d, which a constant
-  cannot achieve. Measured on the validation split after default-profile training (3 seeds):
-  InfoNCE gives mean pairwise cos(z_v) 0.15-0.19 and cos(z_v, z_d) 0.66-0.75 for matched pairs
-  against 0.05-0.16 for mismatched ones; cosine gives 1.000 for all three.
-* Coverage correction, ``cdi_mode`` (from epoch ``cdi_warmup_epochs`` on, ``ctx.epoch``):
-  ``"squared"`` (the paper's r², with ``lambda_cdi=0.1``) and ``"relu_neg"`` (relu(−r)) add
-  λ_CDI·penalty from :class:`semcov_lib.models.losses.alignment.CDIRegularizer` (r = Pearson of
-  log-coverage and the EMA-smoothed per-SCG CE); they can lower r by raising the error of
-  well-covered SCGs (levelling down). ``"closed_loop"`` and ``"rare_reweight"`` act on the
-  rare side only (:class:`semcov_lib.models.losses.alignment.RareSCGWeights`): CE becomes
-  mean_i (1 + λ_CDI·u_i)·ce_i with u_i = 0 for samples whose SCGs are all at or above the
-  median training coverage; ``closed_loop`` updates u at every epoch end from the rare SCGs'
-  training losses (q_g ∝ exp(η·ℓ̄_g), η = ``cdi_eta``), ``rare_reweight`` fixes
-  u_g ∝ ((median + ε)/(cov_g + ε))^β. See ``DEFAULTS`` for which is the default and why.
-* Loss L = CE' + λ_DVA·L_DVA + λ_CDI·L_CDI + λ_desc·L_desc (λ_desc only with SDM), where CE' is
-  the reweighted CE of the reweighting modes and L_CDI is present in the penalty modes only.
+Every module can be switched off (``use_sdm`` ... ``use_cdi_reg``, the ablation ladder); with all of
+them off the model is exactly ERM's architecture. The options and their formulas are described
+where they are implemented; ``DEFAULTS`` says which setting is the default and why.
 """
 
 from __future__ import annotations
@@ -102,7 +57,13 @@ DEFAULTS: dict = {
     "dam_mode": "gate",  # gate | coverage | cross_attention
     "dam_lambda": 0.1,  # λ_g in ρ_k = C_k / (C_k + λ_g)
     # DVA
-    "dva_mode": "infonce",  # infonce | cosine (collapses: see the module docstring)
+    # infonce | cosine. The cosine form collapsed on the default benchmark (loss 3e-4, cos(z_v, z_d)
+    # 0.9997, mean pairwise cos of z_v 0.9995: both heads output a constant, so the coverage weights
+    # multiplied zeros); InfoNCE needs each z_v closest to its own z_d, which a constant cannot
+    # achieve. Validation after default-profile training (3 seeds): InfoNCE gives mean pairwise
+    # cos(z_v) 0.15-0.19 and cos(z_v, z_d) 0.66-0.75 for matched pairs against 0.05-0.16 for
+    # mismatched ones; cosine gives 1.000 for all three.
+    "dva_mode": "infonce",
     "dva_beta": 0.5,  # coverage-weight exponent β (0 = unweighted)
     "dva_eps": 0.05,  # ε in (cov + ε)^(−β)
     "dva_tau": 0.1,  # InfoNCE temperature
@@ -154,14 +115,15 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def init_descriptor_embeddings(info: DataInfo, dim: int, text_init: bool = True) -> torch.Tensor:
-    """Initial E (K, D): text embeddings × fixed seeded Gaussian projection, or N(0, 1/D)."""
+    """Initial E (K, D): text embeddings × fixed seeded Gaussian projection, or N(0, 1/D); trainable after."""
     k = info.n_descriptors
-    gen = torch.Generator().manual_seed(TEXT_PROJECTION_SEED)
+    gen = torch.Generator().manual_seed(TEXT_PROJECTION_SEED)  # seed 0, independent of the run seed
     if text_init and k > 0:
         from semcov_lib.models.text_embed import descriptor_text, embed_texts
 
         texts = list(info.descriptor_text) if info.descriptor_text else descriptor_text(info.descriptors)
-        emb = torch.as_tensor(embed_texts(texts), dtype=torch.float32)  # (K, 384), unit rows
+        emb = torch.as_tensor(embed_texts(texts), dtype=torch.float32)  # (K, 384) all-MiniLM-L6-v2, unit rows
+        # R (384, D), R_ij ~ N(0, 1/D): roughly preserves the cosines between descriptor names, rows of norm ~1
         proj = torch.randn(emb.shape[1], dim, generator=gen) / math.sqrt(dim)
         return emb @ proj
     return torch.randn(k, dim) / math.sqrt(dim)
@@ -244,7 +206,7 @@ class PairProjection(nn.Module):
 
 
 class SemCovNet(Method):
-    """SemCovNet; see the module docstring for the architecture and the options."""
+    """SemCovNet; the module docstring draws the architecture."""
 
     name = "semcovnet"
 
@@ -285,6 +247,10 @@ class SemCovNet(Method):
             beta = float(hp["dva_beta"])
             table = dva_weight_table(info.coverage, beta, float(hp["dva_eps"])) if beta != 0 else None
             self.register_buffer("dva_table", table, persistent=False)
+        # coverage correction from epoch cdi_warmup_epochs on. Penalty modes ("squared": the paper's
+        # r², "relu_neg") add λ_CDI·penalty on r = Pearson(log-coverage, EMA-smoothed per-SCG CE) and
+        # can lower r by raising the error of well-covered SCGs (levelling down); the reweighting
+        # modes ("closed_loop", "rare_reweight") act on the rare side only (RareSCGWeights)
         if self.use_cdi_reg and self.cdi_mode in PENALTY_MODES:
             self.cdi_reg = CDIRegularizer(info.coverage, beta=float(hp["cdi_ema"]), eps=float(hp["cdi_eps"]),
                                           mode=self.cdi_mode)
@@ -294,6 +260,9 @@ class SemCovNet(Method):
 
     # ------------------------------------------------------------------ forward
     def _scores(self, batch: dict, desc_logits: torch.Tensor) -> torch.Tensor:
+        """a* (B, K) by ``desc_source``: observed scores with missing ones filled by the detached â
+        (``"observed"``), â for every descriptor at test time (``"predicted_test"``) or always
+        (``"predicted"``). The head learns only from its masked BCE (λ_desc), never through a*."""
         pred = torch.sigmoid(desc_logits).detach()
         always_pred = self.desc_source == "predicted" or (self.desc_source == "predicted_test" and not self.training)
         if always_pred or "desc" not in batch:
@@ -301,7 +270,7 @@ class SemCovNet(Method):
         return torch.where(batch["desc_mask"] > 0, batch["desc"].to(pred.dtype), pred)
 
     def _fuse(self, f_v: torch.Tensor, f_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not self.use_dam:
+        if not self.use_dam:  # SDM without DAM fuses by sum; the classifier stays Linear(D, T), as ERM's
             return f_v + f_d, None
         gamma = torch.sigmoid(self.gate(torch.cat([f_v, f_d], dim=-1)))
         return torch.lerp(f_d, f_v, gamma), gamma  # γ⊙f_v + (1−γ)⊙f_d
@@ -311,7 +280,7 @@ class SemCovNet(Method):
         (+ ``token_weights`` for the coverage / cross-attention modes); with DVA ``z_v``, ``z_d``."""
         _, f_v = self.encoder(batch["x"])
         out: dict = {"f_v": f_v}
-        if not self.use_sdm:
+        if not self.use_sdm:  # ERM's architecture and parameter names; DAM and DVA need f_d
             out["logits"] = self.classifier(self.dropout(f_v))
             return out
         sdm = self.sdm
@@ -320,6 +289,8 @@ class SemCovNet(Method):
         out["desc_logits"] = desc_logits
         weights = None
         if self.use_dam and self.dam_mode == "coverage":
+            # ω_k = 1 − ρ_k, ρ_k = C_k / (C_k + λ), C_k = Σ_c p(c|x)·cov[c, k, s_i], α = ω / Σ_k ω;
+            # p(c|x) from a first pass of the same head (the label is unknown at test time)
             with torch.no_grad():  # first pass with uniform token weights → p(c|x)
                 h0, _ = self._fuse(f_v, sdm.feature(scores))
                 probs = torch.softmax(self.classifier(h0), dim=-1)  # (B, T); dropout-free
@@ -329,6 +300,7 @@ class SemCovNet(Method):
                 weights = omega / omega.sum(dim=1, keepdim=True).clamp_min(1e-12)
             f_d = sdm.feature(scores, weights)
         elif self.use_dam and self.dam_mode == "cross_attention":
+            # α = softmax_k((W_q f_v)·(W_k t_k)/√D), f_d = MLP(Σ_k α_k W_v t_k)
             tokens = sdm.tokens(scores)  # (B, K, D)
             q = self.attn_q(f_v).unsqueeze(1)  # (B, 1, D)
             att = (q * self.attn_k(tokens)).sum(-1) / math.sqrt(f_v.shape[-1])
@@ -352,6 +324,10 @@ class SemCovNet(Method):
         return self.use_cdi_reg and ctx.epoch >= self.cdi_warmup
 
     def loss(self, batch: dict, out: dict, ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """L = CE' + λ_desc·L_desc (with SDM) + λ_DVA·L_DVA + λ_CDI·L_CDI (penalty modes only).
+
+        CE' is the rare-side reweighted CE of the reweighting ``cdi_mode`` values, else the mean CE.
+        """
         hp = self.hp
         y = batch["y"]
         per_ce = F.cross_entropy(out["logits"], y, reduction="none")
@@ -367,10 +343,10 @@ class SemCovNet(Method):
             total = total + float(hp["lambda_desc"]) * l_desc
             parts["desc"] = float(l_desc.detach())
         if self.use_dva and desc is not None:
-            include = mask.sum(dim=1) > 0
+            include = mask.sum(dim=1) > 0  # samples with at least one observed descriptor
             w = None
             if self.dva_table is not None:
-                w = dva_sample_weights(desc, mask, y, batch["subgroup"], None, include=include, table=self.dva_table)
+                w = dva_sample_weights(desc, mask, y, batch["subgroup"], self.dva_table, include=include)
             l_dva = dva_loss(out["z_v"], out["z_d"], w, mode=self.dva_mode, tau=float(hp["dva_tau"]),
                              include=include, normalized=True)
             total = total + float(hp["lambda_dva"]) * l_dva
@@ -404,11 +380,6 @@ class SemCovNet(Method):
             self.rare_weights.end_epoch()  # closed loop: next epoch's SCG weights from this epoch's losses
 
 
-def build_semcovnet(info: DataInfo, hp: dict | None = None) -> SemCovNet:
-    """Build SemCovNet; ``hp`` overrides :data:`DEFAULTS`."""
-    return SemCovNet(info, _params(hp))
-
-
 __all__ = [
     "DAM_MODES",
     "DEFAULTS",
@@ -416,6 +387,5 @@ __all__ = [
     "PairProjection",
     "SemCovNet",
     "SemanticDescriptorMap",
-    "build_semcovnet",
     "init_descriptor_embeddings",
 ]
