@@ -28,7 +28,6 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -173,10 +172,14 @@ def read_id_table(path: Path, n_tokens: int, names: Sequence[str], rest_as_text:
 
 def _non_blank_lines(path: Path, skip_lines: int = 0) -> Iterator[tuple[int, str]]:
     """``(lineno, line)`` of the non-blank lines after the first ``skip_lines`` of them, streamed."""
+    seen = 0
     with open(path, "rb") as handle:
-        lines = ((lineno, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-                 for lineno, raw in enumerate(handle, start=1))
-        yield from islice(((n, line) for n, line in lines if line.strip()), skip_lines, None)
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line.strip():
+                seen += 1
+                if seen > skip_lines:
+                    yield lineno, line
 
 
 def first_bad_line(path: Path, check: Callable[[list[str]], str | None], skip_lines: int = 0

@@ -138,14 +138,14 @@ def load_cub_200_2011(root: str | Path, options: CubOptions | None = None, **ove
     selected = _select_attributes(opt.attributes, attr_names, presence, label, split_col == "train",
                                   opt.min_classes, files.attr_path, meta)
     subgroup = subgroup_option(opt.subgroup)
-    s = None
+    column = None  # the subgroup attribute's column
     if subgroup != NO_SUBGROUP:
         if subgroup not in attr_names:
             raise DatasetError(f"{files.attr_path}: unknown subgroup attribute {subgroup!r}")
-        s = attr_names.index(subgroup)
-        if np.isnan(presence[:, s]).any():
+        column = attr_names.index(subgroup)
+        if np.isnan(presence[:, column]).any():
             raise DatasetError(f"{files.label_path}: subgroup attribute {subgroup!r} is unannotated for some images")
-        selected = [j for j in selected if j != s]
+        selected = [j for j in selected if j != column]
     values = _descriptor_values(presence[:, selected], certainty[:, selected], opt)
     names = [attr_names[j] for j in selected]
 
@@ -157,7 +157,7 @@ def load_cub_200_2011(root: str | Path, options: CubOptions | None = None, **ove
                 val_fraction=val_fraction)
     return finish_table(
         {"sample_id": [str(int(i)) for i in image_ids], "image_path": paths, "label": label,
-         "subgroup": attribute_groups(presence, subgroup, s), "split": split_col},
+         "subgroup": attribute_groups(presence, subgroup, column), "split": split_col},
         values, names, _metadata(base, image_ids, class_of, is_train), keep,
         classes=files.classes["name"].str.strip().tolist(), name="cub_200_2011", root=base, subgroup_name=subgroup,
         descriptor_kind="hard" if opt.descriptor_value == "presence" else "soft", source=str(base), meta=meta)
