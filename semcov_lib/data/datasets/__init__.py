@@ -32,6 +32,7 @@ import inspect
 from dataclasses import dataclass, field, fields
 from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 from semcov_lib.data.datasets._common import DatasetError, DatasetWarning, MissingFileError
@@ -99,7 +100,8 @@ def get_loader(name: str) -> Callable[..., SCITable]:
     return getattr(_module(name, spec), spec.function)
 
 
-def _module(name: str, spec: LoaderSpec):
+def _module(name: str, spec: LoaderSpec) -> ModuleType:
+    """The loader module of registry entry ``name``; a DatasetError when it is not installed."""
     try:
         return import_module(spec.module)
     except ModuleNotFoundError as exc:
