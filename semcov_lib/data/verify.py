@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from semcov_lib.config import ConfigError, load_yaml
@@ -51,11 +52,11 @@ from semcov_lib.paths import MANIFESTS_DIR
 CHUNK = 1 << 20
 FAILURES = ("missing", "size_mismatch", "hash_mismatch", "lines_mismatch", "count_mismatch", "not_a_file",
             "not_a_directory")
-LABELS = {
+LABELS = MappingProxyType({
     "ok": "OK", "unchecked": "UNCHECKED", "absent_optional": "ABSENT (optional)", "missing": "MISSING",
     "size_mismatch": "SIZE MISMATCH", "hash_mismatch": "HASH MISMATCH", "lines_mismatch": "LINES MISMATCH",
     "count_mismatch": "COUNT MISMATCH", "not_a_file": "NOT A FILE", "not_a_directory": "NOT A FOLDER",
-}
+})
 
 
 class ManifestError(ValueError):

@@ -38,7 +38,8 @@ The table:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,7 @@ from semcov_lib.data.table import NO_SUBGROUP, SCITable
 
 DEFAULT_TARGET = "Blond_Hair"
 DEFAULT_SUBGROUP = "Male"
-PARTITIONS = {0: "train", 1: "val", 2: "test"}
+PARTITIONS = MappingProxyType({0: "train", 1: "val", 2: "test"})
 
 # Families of attributes that define each other or are (near) mutually exclusive by annotation.
 _FAMILIES = (
@@ -97,7 +98,7 @@ def _leaking_table() -> dict[str, tuple[str, ...]]:
 
 
 #: target attribute -> attributes excluded from the default descriptors (label leakage).
-LABEL_LEAKING: dict[str, tuple[str, ...]] = _leaking_table()
+LABEL_LEAKING: Mapping[str, tuple[str, ...]] = MappingProxyType(_leaking_table())
 
 _BASES = (".", "celeba", "CelebA", "celeba/celeba", "CelebA/CelebA")
 _ATTR_FILES = ("list_attr_celeba.txt", "Anno/list_attr_celeba.txt", "list_attr_celeba.csv")
@@ -418,26 +419,29 @@ def _is_int(token: str) -> bool:
 
 
 # --------------------------------------------------------------------------- fixture copy
-CELEBA_ATTRIBUTES = (
+#: The 40 attribute names of list_attr_celeba.txt, in file order.
+CELEBA_ATTRIBUTES = tuple((
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
     "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
     "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
     "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
     "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
+).split())
+
 # Two data rows copied from the real list_attr_celeba.txt.
-_CELEBA_REAL_ROWS = {
+_CELEBA_REAL_ROWS = MappingProxyType({
     "000001.jpg": "-1  1  1 -1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1  1 -1  1 -1 -1  1 -1 -1  1 -1 -1 -1  1  1 -1  1 -1  1 -1 -1  1",
     "000007.jpg": "1 -1  1  1 -1 -1  1  1  1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1  1 -1 -1  1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1",
-}
+})
 #: per image: (partition, Blond_Hair, Male, Smiling) for the generated rows
-_CELEBA_ROWS = {
+_CELEBA_ROWS = MappingProxyType({
     "000002.jpg": (0, 1, 0, 1), "000003.jpg": (0, 1, 1, 0), "000004.jpg": (0, 0, 1, 1),
     "000005.jpg": (1, 1, 0, 0), "000006.jpg": (1, 0, 1, 1),
     "000008.jpg": (2, 1, 0, 1), "000009.jpg": (2, 0, 1, 0),
-}
-_CELEBA_PARTITION = {"000001.jpg": 0, "000002.jpg": 0, "000003.jpg": 0, "000004.jpg": 0, "000005.jpg": 1,
-                     "000006.jpg": 1, "000007.jpg": 1, "000008.jpg": 2, "000009.jpg": 2}
+})
+_CELEBA_PARTITION = MappingProxyType({"000001.jpg": 0, "000002.jpg": 0, "000003.jpg": 0, "000004.jpg": 0,
+                                       "000005.jpg": 1, "000006.jpg": 1, "000007.jpg": 1, "000008.jpg": 2,
+                                       "000009.jpg": 2})
 
 
 def celeba_fixture_attributes() -> dict[str, list[int]]:

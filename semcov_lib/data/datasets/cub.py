@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -77,8 +78,8 @@ from semcov_lib.data.datasets._common import (
 )
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
 
-CERTAINTY_WEIGHT = {1: 0.0, 2: 1.0 / 3.0, 3: 2.0 / 3.0, 4: 1.0}
-CERTAINTY_NAMES = {1: "not visible", 2: "guessing", 3: "probably", 4: "definitely"}
+CERTAINTY_WEIGHT = MappingProxyType({1: 0.0, 2: 1.0 / 3.0, 3: 2.0 / 3.0, 4: 1.0})
+CERTAINTY_NAMES = MappingProxyType({1: "not visible", 2: "guessing", 3: "probably", 4: "definitely"})
 DESCRIPTOR_VALUES = ("presence", "certainty")
 
 
@@ -354,7 +355,7 @@ CUB_ATTRIBUTES = ("has_bill_shape::curved_(up_or_down)", "has_bill_shape::dagger
                   "has_wing_color::blue", "has_wing_color::grey", "has_wing_color::brown")
 CUB_CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross")
 #: class-level presence pattern (per attribute) followed by every training image of the class
-CUB_CLASS_PATTERN = {1: (1, 0, 0, 1, 0, 1), 2: (0, 1, 0, 1, 0, 0)}
+CUB_CLASS_PATTERN = MappingProxyType({1: (1, 0, 0, 1, 0, 1), 2: (0, 1, 0, 1, 0, 0)})
 CUB_SIX_TOKEN_LINE = (2, 3)  # (image_id, attribute_id) written with an extra token
 
 

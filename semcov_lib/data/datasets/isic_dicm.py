@@ -133,10 +133,10 @@ def load_isic_dicm_17k(root: str | Path, options: IsicOptions | None = None, **o
         if col in metadata.columns:
             metadata[col] = pd.to_numeric(metadata[col], errors="coerce")
     metadata = metadata.mask(metadata.astype(str) == "")
-    meta.update(subgroup=subgroup, test_fraction=opt.test_fraction, split_seed=opt.split_seed, images_dir=str(image_dir),
-                split=opt.split, split_note="grouped: both CSVs pooled, seeded, class-stratified, "
-                "lesion/patient-grouped" if opt.split == "grouped" else
-                "official: train = train CSV; val/test = grouped split of the valid CSV")
+    split_note = ("grouped: both CSVs pooled, seeded, class-stratified, lesion/patient-grouped"
+                  if opt.split == "grouped" else "official: train = train CSV; val/test = grouped split of the valid CSV")
+    meta.update(subgroup=subgroup, test_fraction=opt.test_fraction, split_seed=opt.split_seed,
+                images_dir=str(image_dir), split=opt.split, split_note=split_note)
     return finish_table(
         {"sample_id": isic_ids, "image_path": paths, "label": label, "subgroup": groups_col, "split": split_col},
         scores, list(opt.descriptor_columns), metadata, keep,

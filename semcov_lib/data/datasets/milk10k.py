@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -49,10 +50,11 @@ MONET_COLUMNS = (
 )
 #: The 11 diagnosis columns of MILK10k_Training_GroundTruth.csv, in file order.
 MILK10K_CLASSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
-IMAGE_TYPES = {"dermoscopic": "dermoscopic", "clinical": "clinical: close-up", "clinical: close-up": "clinical: close-up"}
+IMAGE_TYPES = MappingProxyType({"dermoscopic": "dermoscopic", "clinical": "clinical: close-up",
+                                "clinical: close-up": "clinical: close-up"})
 ALL_IMAGE_TYPES = ("both", "all")
 SUBGROUPS = ("skin_tone_class", "sex", "age_bin", "site", "none")
-_SUBGROUP_ALIASES = {"skin_tone": "skin_tone_class", "age": "age_bin", "age_approx": "age_bin"}
+_SUBGROUP_ALIASES = MappingProxyType({"skin_tone": "skin_tone_class", "age": "age_bin", "age_approx": "age_bin"})
 AGE_BINS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 UNKNOWN = "unknown"
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".png")
@@ -327,8 +329,8 @@ def _monet_scores(meta: pd.DataFrame, meta_path: Path) -> np.ndarray:
         out = (values < 0) | (values > 1)
         if out.any():
             i = int(np.argmax(out.to_numpy()))
-            raise TableError(f"{meta_path}: column {column!r} holds {text.iloc[i]} (isic_id {meta['isic_id'].iloc[i]}), "
-                             "outside [0, 1]; MONET scores are probabilities")
+            raise TableError(f"{meta_path}: column {column!r} holds {text.iloc[i]} "
+                             f"(isic_id {meta['isic_id'].iloc[i]}), outside [0, 1]; MONET scores are probabilities")
         scores[:, j] = values.to_numpy(dtype=np.float64)
     return scores
 

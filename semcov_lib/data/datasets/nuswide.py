@@ -39,6 +39,7 @@ pixels, still fine for coverage analysis) handle that with a counted warning.
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Sequence
 
 import numpy as np
@@ -68,7 +69,7 @@ from semcov_lib.data.datasets._common import (
 from semcov_lib.data.table import NO_SUBGROUP, REQUIRED_COLUMNS, SCITable
 
 LABEL_POLICIES = ("single", "first")
-SPLIT_FILES = {"Train": "train", "Test": "test"}
+SPLIT_FILES = MappingProxyType({"Train": "train", "Test": "test"})
 
 
 def load_nus_wide(

@@ -24,6 +24,7 @@ Files (``root`` = the dataset folder or its parent):
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ from semcov_lib.data.datasets._common import (
 )
 from semcov_lib.data.table import NO_SUBGROUP, REQUIRED_COLUMNS, SCITable
 
-SPLIT_FILES = {"TR.txt": "train", "VAL.txt": "val", "TE.txt": "test"}
+SPLIT_FILES = MappingProxyType({"TR.txt": "train", "VAL.txt": "val", "TE.txt": "test"})
 
 
 def load_vireofood172(
