@@ -21,12 +21,24 @@ from semcov_lib.data.datasets import (
     available_datasets,
     load_dataset,
 )
-from semcov_lib.data.datasets._parsing import holdout_mask
-from semcov_lib.data.datasets.celeba import LABEL_LEAKING, load_celeba
-from semcov_lib.data.datasets.cub import load_cub_200_2011
-from semcov_lib.data.datasets.isic_dicm import MONET_COLUMNS, load_isic_dicm_17k
-from semcov_lib.data.datasets.nuswide import load_nus_wide
-from semcov_lib.data.datasets.vireofood import load_vireofood172
+from semcov_lib.data.datasets._common import holdout_mask
+from semcov_lib.data.datasets.celeba import CELEBA_ATTRIBUTES, LABEL_LEAKING, celeba_fixture_attributes, load_celeba
+from semcov_lib.data.datasets.cub import CUB_ATTRIBUTES, CUB_CLASSES, CubOptions, cub_fixture_labels, load_cub_200_2011
+from semcov_lib.data.datasets.isic_dicm import (
+    ISIC_TRAIN_ROWS,
+    ISIC_VALID_ROWS,
+    MONET_COLUMNS,
+    IsicOptions,
+    load_isic_dicm_17k,
+)
+from semcov_lib.data.datasets.milk10k import MILK10K_CLASSES
+from semcov_lib.data.datasets.nuswide import NUS_CONCEPTS, NUS_TAGS, NUS_TRAIN, load_nus_wide, nus_fixture_tags
+from semcov_lib.data.datasets.vireofood import (
+    VIREO_FOODS,
+    VIREO_INGREDIENTS,
+    load_vireofood172,
+    vireo_fixture_ingredients,
+)
 from semcov_lib.data.table import SCITable
 
 
@@ -67,8 +79,8 @@ def test_celeba_flat_layout(shared):
     root = shared["celeba"]
     t = load_celeba(root)
     assert_common(t, 9)
-    rows = fx.celeba_fixture_attributes()
-    col = {a: i for i, a in enumerate(fx.CELEBA_ATTRIBUTES)}
+    rows = celeba_fixture_attributes()
+    col = {a: i for i, a in enumerate(CELEBA_ATTRIBUTES)}
     f = t.frame.set_index("sample_id")
     assert t.classes == ["not_Blond_Hair", "Blond_Hair"] and t.descriptor_kind == "hard"
     assert f["split"].value_counts().to_dict() == {"train": 4, "val": 3, "test": 2}
@@ -195,15 +207,15 @@ def test_cub_default(shared):
     with pytest.warns(DatasetWarning, match=r"1 line\(s\) have 6 fields .* line 9"):
         t = load_cub_200_2011(shared["cub_200_2011"])
     assert_common(t, 8)
-    assert t.classes == list(fx.CUB_CLASSES) and t.descriptors == list(fx.CUB_ATTRIBUTES)
+    assert t.classes == list(CUB_CLASSES) and t.descriptors == list(CUB_ATTRIBUTES)
     assert t.descriptor_kind == "hard" and t.subgroup_levels() == ["none"]
     assert t.meta["counts"]["six_token_lines"] == 1
     f = t.frame.set_index("image_id")
     assert f["split"].value_counts().to_dict() == {"train": 4, "val": 2, "test": 2}
     assert f.loc[[4, 8], "split"].tolist() == ["test", "test"]
     assert f["label"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    for img, attr, present, _c, _t in fx.cub_fixture_labels():
-        assert f.loc[img, fx.CUB_ATTRIBUTES[attr - 1]] == present
+    for img, attr, present, _c, _t in cub_fixture_labels():
+        assert f.loc[img, CUB_ATTRIBUTES[attr - 1]] == present
     assert f.loc[1, "bbox_x"] == 61.0
     assert t.image_paths()[0].name == "Black_Footed_Albatross_0001_11.jpg"
 
@@ -213,7 +225,7 @@ def test_cub_layout_variants(tmp_path):
     assert not (root / "attributes.txt").exists()
     a = quiet(load_cub_200_2011, root)
     b = quiet(load_cub_200_2011, root / "CUB_200_2011")  # the inner folder as root
-    assert a.descriptors == list(fx.CUB_ATTRIBUTES) and a.frame.equals(b.frame)
+    assert a.descriptors == list(CUB_ATTRIBUTES) and a.frame.equals(b.frame)
     (root / "CUB_200_2011" / "attributes" / "attributes.txt").unlink()
     with pytest.raises(MissingFileError, match=r"(?s)attributes.txt not found.*attributes/attributes.txt"):
         quiet(load_cub_200_2011, root)
@@ -224,18 +236,18 @@ def test_cub_certainty_not_visible_and_subsets(shared):
     t = quiet(load_cub_200_2011, root, descriptor_value="certainty")
     assert t.descriptor_kind == "soft"
     f = t.frame.set_index("image_id")
-    for img, attr, present, certainty, _t in fx.cub_fixture_labels():
+    for img, attr, present, certainty, _t in cub_fixture_labels():
         w = {1: 0.0, 2: 1 / 3, 3: 2 / 3, 4: 1.0}[certainty]
-        assert f.loc[img, fx.CUB_ATTRIBUTES[attr - 1]] == pytest.approx(0.5 + (present - 0.5) * w)
+        assert f.loc[img, CUB_ATTRIBUTES[attr - 1]] == pytest.approx(0.5 + (present - 0.5) * w)
     t = quiet(load_cub_200_2011, root, not_visible="nan")
     f = t.frame.set_index("image_id")
-    for img, attr, present, certainty, _t in fx.cub_fixture_labels():
-        value = f.loc[img, fx.CUB_ATTRIBUTES[attr - 1]]
+    for img, attr, present, certainty, _t in cub_fixture_labels():
+        value = f.loc[img, CUB_ATTRIBUTES[attr - 1]]
         assert np.isnan(value) if certainty == 1 else value == present
     # CBM subset: present (majority vote) in >= min_classes classes of the training split
     assert quiet(load_cub_200_2011, root, attributes="cbm", min_classes=2).descriptors == ["has_wing_color::blue"]
     cbm1 = quiet(load_cub_200_2011, root, attributes="cbm", min_classes=1)
-    assert cbm1.descriptors == [fx.CUB_ATTRIBUTES[i] for i in (0, 1, 3, 5)]
+    assert cbm1.descriptors == [CUB_ATTRIBUTES[i] for i in (0, 1, 3, 5)]
     with pytest.raises(DatasetError, match="no attribute is present in >= 3 classes"):
         quiet(load_cub_200_2011, root, attributes="cbm", min_classes=3)
     t = quiet(load_cub_200_2011, root, attributes=[1, "has_wing_color::brown"], subgroup="has_bill_shape::dagger")
@@ -331,13 +343,13 @@ def test_isic_default(shared):
     assert_common(t, 10)
     assert t.classes == ["non_melanoma", "melanoma"] and t.descriptors == list(MONET_COLUMNS)
     f = t.frame.set_index("sample_id")
-    rows = {r[1]: r for r in (*fx.ISIC_TRAIN_ROWS, *fx.ISIC_VALID_ROWS)}
+    rows = {r[1]: r for r in (*ISIC_TRAIN_ROWS, *ISIC_VALID_ROWS)}
     for isic, row in rows.items():
         assert f.loc[isic, "label"] == row[2]
     assert f.loc["ISIC_0033171", "diagnosis"] == "basal cell carcinoma" and f.loc["ISIC_0033171", "label"] == 1
     assert f.loc["ISIC_0033171", "subgroup"] == "unknown" and f.loc["ISIC_0025105", "subgroup"] == "male"
-    assert (f.loc[[r[1] for r in fx.ISIC_TRAIN_ROWS], "split"] == "train").all()
-    valid = f.loc[[r[1] for r in fx.ISIC_VALID_ROWS]]
+    assert (f.loc[[r[1] for r in ISIC_TRAIN_ROWS], "split"] == "train").all()
+    valid = f.loc[[r[1] for r in ISIC_VALID_ROWS]]
     assert valid["split"].value_counts().to_dict() == {"val": 2, "test": 2}
     assert valid.groupby("split")["label"].nunique().to_dict() == {"test": 2, "val": 2}
     # the image found by its `image` column in a sub-folder, the others by <isic_id>.jpg
@@ -456,7 +468,7 @@ def test_nus_wide_default(shared):
     assert "dropped 1 of 16 images with no positive concept" in messages
     assert "dropped 1 images with several positive concepts" in messages
     assert_common(t, 14)
-    assert t.classes == list(fx.NUS_CONCEPTS) and t.descriptors == list(fx.NUS_TAGS)
+    assert t.classes == list(NUS_CONCEPTS) and t.descriptors == list(NUS_TAGS)
     assert "Labels_dog_Train.txt, line 10: label '-1130179' is not 0 or 1; read as missing" in messages
     assert t.meta["counts"] == {"invalid_label_values": 1, "no_positive_concept": 1, "several_positive_concepts": 1,
                                 "missing_images": 0}
@@ -467,10 +479,10 @@ def test_nus_wide_default(shared):
     assert f.loc["actor/0001_2124494179.jpg", "photo_id"] == "2124494179"
     assert "cat/0002_100021.jpg" not in f.index and "dog/0002_100031.jpg" not in f.index
     assert (f["split"] == "test").sum() == 4 and (f["split"] == "val").sum() == 4
-    tags = fx.nus_fixture_tags("Train")
-    for i, (d, name, _pos) in enumerate(fx.NUS_TRAIN):
+    tags = nus_fixture_tags("Train")
+    for i, (d, name, _pos) in enumerate(NUS_TRAIN):
         if f"{d}/{name}" in f.index:
-            assert f.loc[f"{d}/{name}", list(fx.NUS_TAGS)].tolist() == tags[i].tolist()
+            assert f.loc[f"{d}/{name}", list(NUS_TAGS)].tolist() == tags[i].tolist()
 
 
 def test_nus_wide_policy_concepts_and_layout(tmp_path):
@@ -485,7 +497,7 @@ def test_nus_wide_policy_concepts_and_layout(tmp_path):
     for path in (root / "NUS_WID_Tags").glob("*.dat"):  # spaces and trailing spaces instead of tabs
         path.write_text(path.read_text().replace("\t", "  ").replace("\n", " \n"))
     t2 = quiet(load_nus_wide, tmp_path)  # parent folder as root
-    assert len(t2) == 14 and t2.descriptors == list(fx.NUS_TAGS)
+    assert len(t2) == 14 and t2.descriptors == list(NUS_TAGS)
     with pytest.raises(DatasetError, match=r"unknown concept\(s\) \['zebra'\]"):
         quiet(load_nus_wide, root, concepts=["zebra"])
     with pytest.raises(DatasetError, match="unknown label_policy 'multi'"):
@@ -497,7 +509,7 @@ def test_nus_wide_tags_zip_unpacked_beside_the_dataset(tmp_path):
     assert not (root / "NUS_WID_Tags").exists() and (root.parent / "NUS_WID_Tags" / "TagList1k.txt").is_file()
     for where in (root, root.parent):
         t = quiet(load_nus_wide, where)
-        assert len(t) == 14 and t.descriptors == list(fx.NUS_TAGS)
+        assert len(t) == 14 and t.descriptors == list(NUS_TAGS)
 
 
 def test_nus_wide_missing_images_dropped_and_counted_from_the_cli_config(tmp_path):
@@ -559,7 +571,7 @@ def test_nus_wide_bad_files(tmp_path):
 def test_vireofood_default(shared):
     t = load_vireofood172(shared["vireofood172"])
     assert_common(t, 12)
-    assert t.classes == list(fx.VIREO_FOODS) and t.descriptors == list(fx.VIREO_INGREDIENTS)
+    assert t.classes == list(VIREO_FOODS) and t.descriptors == list(VIREO_INGREDIENTS)
     assert t.meta["ingredient_coding"] == "-1/+1"
     f = t.frame.set_index("sample_id")
     assert f["split"].value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}
@@ -567,8 +579,8 @@ def test_vireofood_default(shared):
         for k in (1, 2, 3, 4):
             key = f"{cls}/{cls}_{k}.jpg"
             assert f.loc[key, "label"] == cls - 1 and f.loc[key, "class_id"] == cls
-            expected = [(v + 1) // 2 for v in fx.vireo_fixture_ingredients(cls, k)]
-            assert f.loc[key, list(fx.VIREO_INGREDIENTS)].tolist() == expected
+            expected = [(v + 1) // 2 for v in vireo_fixture_ingredients(cls, k)]
+            assert f.loc[key, list(VIREO_INGREDIENTS)].tolist() == expected
     assert f.loc["1/1_4.jpg", "image_path"] == "ready_chinese_food/1/1_4.jpg"
 
 
@@ -667,6 +679,27 @@ def test_registry_and_load_dataset(shared):
         load_dataset("celeba", shared["celeba"], colour="red")
 
 
+def test_grouped_options_equal_keyword_options(shared):
+    """CUB and ISIC-DICM-17K group their options in a dataclass; keywords still work, one by one or on top."""
+    cub = shared["cub_200_2011"]
+    by_keyword = quiet(load_cub_200_2011, cub, descriptor_value="certainty", val_fraction=0.4)
+    grouped = quiet(load_cub_200_2011, cub, CubOptions(descriptor_value="certainty", val_fraction=0.4))
+    mixed = quiet(load_cub_200_2011, cub, CubOptions(descriptor_value="certainty"), val_fraction=0.4)
+    assert by_keyword.frame.equals(grouped.frame) and by_keyword.frame.equals(mixed.frame)
+    assert by_keyword.descriptor_kind == grouped.descriptor_kind == "soft"
+    isic = shared["isic_dicm_17k"]
+    assert load_isic_dicm_17k(isic, IsicOptions(subgroup="none")).frame.equals(
+        load_isic_dicm_17k(isic, subgroup="none").frame)
+    with pytest.raises(TypeError, match="colour"):
+        load_cub_200_2011(cub, colour="red")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\]; valid options: \['descriptor_value', "
+                                         r"'not_visible', 'attributes', 'min_classes', 'subgroup', 'val_fraction', "
+                                         r"'split_seed', 'images_dir', 'missing_images'\]"):
+        load_dataset("cub_200_2011", cub, colour="red")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['options'\]; valid options: \['descriptors', "):
+        load_dataset("isic_dicm_17k", isic, options=IsicOptions())
+
+
 def test_milk10k_fixture_and_registry(tmp_path):
     plain = fx.write_fixture("milk10k", tmp_path / "plain")
     nested = fx.write_fixture("milk10k", tmp_path / "nested", nested=True)
@@ -676,7 +709,7 @@ def test_milk10k_fixture_and_registry(tmp_path):
     assert meta.groupby("lesion_id").size().eq(2).all()
     assert meta.loc[meta["lesion_id"] == "IL_0000002", ["age_approx", "skin_tone_class"]].isna().all().all()
     gt = pd.read_csv(plain / "MILK10k_Training_GroundTruth.csv")
-    assert list(gt.columns) == ["lesion_id", *fx.MILK10K_CLASSES] and (gt.iloc[:, 1:].sum(axis=1) == 1).all()
+    assert list(gt.columns) == ["lesion_id", *MILK10K_CLASSES] and (gt.iloc[:, 1:].sum(axis=1) == 1).all()
     pytest.importorskip("semcov_lib.data.datasets.milk10k")
     for root in (plain, nested):
         derm = quiet(load_dataset, "milk10k", root)

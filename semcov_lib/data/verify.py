@@ -11,9 +11,10 @@ unknown are reported as *unchecked* (present, content not verified), never as ve
 Exit code 0 when every required entry is present and matches, 1 otherwise.
 
 Known problems of a dataset's release are flagged after the file checks (``FLAG`` lines; they do
-not change the exit code, since a faithful copy has them too, and the loaders handle them):
-NUS-WIDE label values other than 0/1 (file, line, value), and ISIC-DICM-17K valid rows that share
-a lesion or patient with the train file.
+not change the exit code, since a faithful copy has them too, and the loaders handle them) by the
+``manifest_flags(base)`` function of the dataset's module, where it has one: NUS-WIDE label values
+other than 0/1 (file, line, value), and ISIC-DICM-17K valid rows that share a lesion or patient
+with the train file.
 
 Manifest schema (keys used here; the manifests also document source, licence, citation, ...)::
 
@@ -40,21 +41,22 @@ import argparse
 import hashlib
 import re
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-import yaml
-
+from semcov_lib.config import ConfigError, load_yaml
 from semcov_lib.paths import MANIFESTS_DIR
 
 CHUNK = 1 << 20
 FAILURES = ("missing", "size_mismatch", "hash_mismatch", "lines_mismatch", "count_mismatch", "not_a_file",
             "not_a_directory")
-LABELS = {
+LABELS = MappingProxyType({
     "ok": "OK", "unchecked": "UNCHECKED", "absent_optional": "ABSENT (optional)", "missing": "MISSING",
     "size_mismatch": "SIZE MISMATCH", "hash_mismatch": "HASH MISMATCH", "lines_mismatch": "LINES MISMATCH",
     "count_mismatch": "COUNT MISMATCH", "not_a_file": "NOT A FILE", "not_a_directory": "NOT A FOLDER",
-}
+})
 
 
 class ManifestError(ValueError):
@@ -142,14 +144,10 @@ def manifest_path(name: str, manifest_dir: str | Path | None = None) -> Path:
 def load_manifest(path: str | Path) -> dict[str, Any]:
     """Read and validate a manifest (schema in the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"manifest {path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"manifest {path}: expected a mapping at the top level")
+        data = load_yaml(path)
+    except ConfigError as exc:  # absent, invalid YAML or not a mapping: the same one line, as a manifest error
+        raise ManifestError(str(exc).replace("config file", "manifest", 1)) from None
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise ManifestError(f"manifest {path}: 'files' must be a non-empty list of entries")
@@ -291,50 +289,19 @@ def verify_dataset(name: str, root: str | Path, manifest_dir: str | Path | None 
                               EntryResult(entry["path"], "missing" if entry.get("required", True) else
                                           "absent_optional", f"root {root} does not exist",
                                           required=bool(entry.get("required", True))))
-    check = CONTENT_CHECKS.get(report.name)
-    if check is not None and root.is_dir():
-        report.flags = check(base)
+    if root.is_dir():
+        report.flags = content_flags(report.name, base)
     return report
 
 
 # --------------------------------------------------------------------------- known release problems
-def nus_wide_label_flags(base: Path) -> list[str]:
-    """Every NUS-WIDE label file holding a value other than 0/1: file, first line, value, count."""
-    flags = []
-    for path in sorted((base / "Groundtruth").rglob("Labels_*.txt")):
-        lines = path.read_bytes().splitlines()
-        bad = [(i, line.strip()) for i, line in enumerate(lines, start=1) if line.strip() not in (b"0", b"1", b"")]
-        if bad:
-            lineno, value = bad[0]
-            more = f" ({len(bad)} such lines)" if len(bad) > 1 else ""
-            flags.append(f"{path.relative_to(base)}, line {lineno}: label {value.decode(errors='replace')!r} is "
-                         f"not 0 or 1{more}; the loader reads it as missing")
-    return flags
+def content_flags(name: str, base: Path) -> list[str]:
+    """Known problems of the release found in the copy: ``manifest_flags(base)`` of the dataset's module."""
+    from semcov_lib.data.datasets import LOADERS
 
-
-def isic_overlap_flags(base: Path) -> list[str]:
-    """ISIC-DICM-17K valid rows sharing a lesion or patient with the train file."""
-    import numpy as np
-    import pandas as pd
-
-    from semcov_lib.data.datasets.isic_dicm import CSV_FILES, overlap_counts
-
-    if not all((base / name).is_file() for name in CSV_FILES):
-        return []
-    frames = [pd.read_csv(base / name, dtype=str, keep_default_na=False).assign(_source=source)
-              for source, name in zip(("train", "valid"), CSV_FILES)]
-    data = pd.concat(frames, ignore_index=True)
-    counts = overlap_counts(data, data["_source"].to_numpy())
-    n_valid = int(np.sum(data["_source"] == "valid"))
-    shared = counts["valid_rows_sharing_lesion_or_patient_with_train"]
-    if not shared:
-        return []
-    return [f"{CSV_FILES[1]}: {shared} of {n_valid} rows share a lesion or patient with {CSV_FILES[0]} "
-            f"({counts['valid_rows_sharing_lesion_with_train']} a lesion); evaluating on the valid file is "
-            "optimistic: the loader's default split='grouped' keeps lesions and patients together"]
-
-
-CONTENT_CHECKS = {"nus_wide": nus_wide_label_flags, "isic_dicm_17k": isic_overlap_flags}
+    spec = LOADERS.get(name)
+    check = getattr(import_module(spec.module), "manifest_flags", None) if spec is not None else None
+    return check(base) if check is not None else []
 
 
 # --------------------------------------------------------------------------- CLI

@@ -8,28 +8,34 @@ imported only when used. Nothing is ever downloaded: ``root`` is a folder the us
 =====================  ==============================================  ==============================
 name                   loader                                          fixed options
 =====================  ==============================================  ==============================
-milk10k                loaders.milk10k.load_milk10k                    (dermoscopic images)
-milk10k_clinical       loaders.milk10k.load_milk10k                    image_type="clinical: close-up"
-isic_dicm_17k          loaders.isic_dicm.load_isic_dicm_17k
-celeba                 loaders.celeba.load_celeba
-cub_200_2011           loaders.cub.load_cub_200_2011
-nus_wide               loaders.nuswide.load_nus_wide
-vireofood172           loaders.vireofood.load_vireofood172
+milk10k                datasets.milk10k.load_milk10k                   (dermoscopic images)
+milk10k_clinical       datasets.milk10k.load_milk10k                   image_type="clinical: close-up"
+isic_dicm_17k          datasets.isic_dicm.load_isic_dicm_17k
+celeba                 datasets.celeba.load_celeba
+cub_200_2011           datasets.cub.load_cub_200_2011
+nus_wide               datasets.nuswide.load_nus_wide
+vireofood172           datasets.vireofood.load_vireofood172
 =====================  ==============================================  ==============================
 
 Shared error types (all ``ValueError``): :class:`DatasetError`, :class:`MissingFileError` (also a
 ``FileNotFoundError``); tolerated irregularities emit :class:`DatasetWarning`.
+
+Each dataset module holds its loader, the writer of its fixture copy (:mod:`.fixtures` dispatches
+to it) and, where a real release has known problems, the ``manifest_flags`` check ``verify`` runs.
+Loaders with many options group them in a frozen dataclass (``LoaderSpec.options``) whose fields
+are still accepted one by one as keyword options.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
-from semcov_lib.data.datasets._parsing import DatasetError, DatasetWarning, MissingFileError
+from semcov_lib.data.datasets._common import DatasetError, DatasetWarning, MissingFileError
 from semcov_lib.data.table import SCITable
 
 __all__ = ["LOADERS", "LoaderSpec", "DatasetError", "DatasetWarning", "MissingFileError", "UnknownDatasetError",
@@ -45,12 +51,17 @@ class UnknownDatasetError(DatasetError, KeyError):
 
 @dataclass(frozen=True)
 class LoaderSpec:
-    """Where a loader lives and the options the registry entry fixes."""
+    """Where a loader lives and the options the registry entry fixes.
+
+    ``options`` names the loader's options dataclass in ``module`` when it has one (the loader then
+    takes ``(root, options=None, **overrides)``); its fields are the valid keyword options.
+    """
 
     module: str
     function: str
     fixed: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    options: str = ""
 
 
 LOADERS: dict[str, LoaderSpec] = {
@@ -60,11 +71,11 @@ LOADERS: dict[str, LoaderSpec] = {
                                    {"image_type": "clinical: close-up"},
                                    "MILK10k, clinical close-up images, MONET descriptors"),
     "isic_dicm_17k": LoaderSpec("semcov_lib.data.datasets.isic_dicm", "load_isic_dicm_17k", {},
-                                "ISIC-DICM-17K, melanoma vs other, user-supplied MONET descriptors"),
+                                "ISIC-DICM-17K, melanoma vs other, user-supplied MONET descriptors", "IsicOptions"),
     "celeba": LoaderSpec("semcov_lib.data.datasets.celeba", "load_celeba", {},
                          "CelebA, target attribute vs the other attributes"),
     "cub_200_2011": LoaderSpec("semcov_lib.data.datasets.cub", "load_cub_200_2011", {},
-                               "CUB-200-2011, 200 bird classes, 312 attributes"),
+                               "CUB-200-2011, 200 bird classes, 312 attributes", "CubOptions"),
     "nus_wide": LoaderSpec("semcov_lib.data.datasets.nuswide", "load_nus_wide", {},
                            "NUS-WIDE, single-concept images, 1k tags as descriptors"),
     "vireofood172": LoaderSpec("semcov_lib.data.datasets.vireofood", "load_vireofood172", {},
@@ -86,13 +97,27 @@ def _spec(name: str) -> LoaderSpec:
 def get_loader(name: str) -> Callable[..., SCITable]:
     """The loader function of dataset ``name`` (imports its module)."""
     spec = _spec(name)
+    return getattr(_module(name, spec), spec.function)
+
+
+def _module(name: str, spec: LoaderSpec) -> ModuleType:
+    """The loader module of registry entry ``name``; a DatasetError when it is not installed."""
     try:
-        module = import_module(spec.module)
+        return import_module(spec.module)
     except ModuleNotFoundError as exc:
         if exc.name == spec.module:
             raise DatasetError(f"dataset {name!r}: loader module {spec.module} is not available") from exc
         raise
-    return getattr(module, spec.function)
+
+
+def _option_names(name: str, spec: LoaderSpec, loader: Callable[..., SCITable]) -> list[str] | None:
+    """The keyword options the loader accepts (None: any), in declaration order."""
+    if spec.options:
+        return [f.name for f in fields(getattr(_module(name, spec), spec.options))]
+    params = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [p for p in params if p != "root"]
 
 
 def load_dataset(name: str, root: str | Path, **options: Any) -> SCITable:
@@ -108,9 +133,9 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> SCITable:
         raise DatasetError(f"dataset {name!r} fixes option(s) {clash} to {[spec.fixed[k] for k in clash]}; "
                            f"use another registry entry or call {spec.module}.{spec.function} directly")
     loader = get_loader(name)
-    params = inspect.signature(loader).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        valid = [p for p in params if p != "root" and p not in spec.fixed]
+    accepted = _option_names(name, spec, loader)
+    if accepted is not None:
+        valid = [p for p in accepted if p not in spec.fixed]
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise DatasetError(f"dataset {name!r}: unknown option(s) {unknown}; valid options: {valid}")

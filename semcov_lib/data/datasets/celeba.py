@@ -31,38 +31,46 @@ The table:
 * ``split``: the official partition 0/1/2 -> train/val/test.
 * metadata: every attribute under its own name (0/1), ``identity`` (when identity_CelebA.txt is
   present), ``partition``.
+
+:func:`write_celeba` writes the tiny fixture copy (``fixtures.write_fixture("celeba", dest)``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.datasets._parsing import (
+from semcov_lib.data.datasets._common import (
     DatasetError,
-    ImageIndex,
+    ImageSource,
     MissingFileError,
-    apply_missing_images,
-    assemble_frame,
+    attribute_groups,
     check_no_duplicates,
     find_dir,
+    finish_table,
+    first_data_line,
+    fixture_color,
     line_error,
     line_number_of_row,
     numeric_checker,
     preview,
     read_lines,
     read_numeric_table,
-    relative_to,
+    resolve_images,
+    subgroup_option,
     warn,
+    write_image,
+    write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
 
 DEFAULT_TARGET = "Blond_Hair"
 DEFAULT_SUBGROUP = "Male"
-PARTITIONS = {0: "train", 1: "val", 2: "test"}
+PARTITIONS = MappingProxyType({0: "train", 1: "val", 2: "test"})
 
 # Families of attributes that define each other or are (near) mutually exclusive by annotation.
 _FAMILIES = (
@@ -90,7 +98,7 @@ def _leaking_table() -> dict[str, tuple[str, ...]]:
 
 
 #: target attribute -> attributes excluded from the default descriptors (label leakage).
-LABEL_LEAKING: dict[str, tuple[str, ...]] = _leaking_table()
+LABEL_LEAKING: Mapping[str, tuple[str, ...]] = MappingProxyType(_leaking_table())
 
 _BASES = (".", "celeba", "CelebA", "celeba/celeba", "CelebA/CelebA")
 _ATTR_FILES = ("list_attr_celeba.txt", "Anno/list_attr_celeba.txt", "list_attr_celeba.csv")
@@ -120,7 +128,7 @@ def load_celeba(
 
     ``descriptors``: None (default: all but target, subgroup and :data:`LABEL_LEAKING` [target]),
     ``"all"`` (all but target and subgroup) or an explicit list; ``exclude`` removes more.
-    ``missing_images``: ``"error"`` | ``"drop"`` | ``"keep"`` (see ``_parsing.apply_missing_images``).
+    ``missing_images``: ``"error"`` | ``"drop"`` | ``"keep"`` (see ``_common.apply_missing_images``).
     """
     root = Path(root).expanduser()
     meta: dict = {"dataset": "celeba"}
@@ -134,13 +142,41 @@ def load_celeba(
                  else _read_pairs(part_path, "partition"))
 
     # ---- options
-    subgroup = NO_SUBGROUP if subgroup in (None, "", NO_SUBGROUP) else subgroup
+    subgroup = subgroup_option(subgroup)
     for what, attr in (("target", target), ("subgroup", subgroup)):
         if attr != NO_SUBGROUP and attr not in names:
             raise DatasetError(f"{attr_path}: unknown {what} attribute {attr!r}; the file has {names}")
     desc_names = _descriptor_names(names, target, subgroup, descriptors, exclude, attr_path)
 
-    # ---- partition join
+    split, partition_codes = _join_partition(partition, files, attr_path, part_path, meta)
+    identity = _read_identity(base, files, meta)
+
+    # ---- images
+    image_dir = (Path(images_dir).expanduser() if images_dir is not None
+                 else _find_images(base, files[0], required=missing_images != "keep"))
+    image_name = _image_namer(image_dir, files[0])
+    paths, keep = resolve_images(ImageSource(image_dir, base, f"CelebA ({attr_path})", missing_images), files, meta,
+                                 find=lambda index, i: index.direct(image_name(files[i])))
+
+    # ---- table
+    col = {n: i for i, n in enumerate(names)}
+    metadata = pd.DataFrame({n: values[:, col[n]] for n in names if n not in desc_names})
+    metadata["partition"] = partition_codes
+    if identity is not None:
+        metadata["identity"] = identity
+    meta.update(target=target, subgroup=subgroup, excluded=[n for n in names if n not in desc_names],
+                images_dir=str(image_dir))
+    return finish_table(
+        {"sample_id": files, "image_path": paths, "label": values[:, col[target]].astype(np.int64),
+         "subgroup": attribute_groups(values, subgroup, col.get(subgroup)), "split": split},
+        values[:, [col[n] for n in desc_names]], desc_names, metadata, keep,
+        classes=[f"not_{target}", target], name="celeba", root=base, subgroup_name=subgroup,
+        descriptor_kind="hard", source=str(attr_path), meta=meta)
+
+
+def _join_partition(partition: pd.DataFrame, files: list[str], attr_path: Path, part_path: Path, meta: dict
+                    ) -> tuple[np.ndarray, list[int]]:
+    """Split name and partition code (0/1/2) of every annotated image; every image needs a partition."""
     part_map = dict(zip(partition["file"], partition["value"]))
     bad_part = np.flatnonzero(~partition["value"].isin(list(PARTITIONS)).to_numpy())
     if len(bad_part):
@@ -156,49 +192,20 @@ def load_celeba(
     extra = sum(1 for f in part_map if f not in file_set)
     if extra:
         warn(f"{part_path}: {extra} image(s) listed in the partition file have no attributes in "
-             f"{attr_path.name}; ignored", meta)
+             f"{attr_path.name}; ignored", meta, stacklevel=4)
     split = np.array([PARTITIONS[int(part_map[f])] for f in files], dtype=object)
+    return split, [int(part_map[f]) for f in files]
 
-    # ---- identity (optional)
-    identity = None
+
+def _read_identity(base: Path, files: list[str], meta: dict) -> pd.arrays.IntegerArray | None:
+    """The optional identity_CelebA.txt as a nullable integer per image (None when the file is absent)."""
     id_path = _find_optional(base, _ID_FILES)
-    if id_path is not None:
-        ids = _read_pairs(id_path, "identity")
-        id_map = dict(zip(ids["file"], ids["value"]))
-        identity = pd.array([id_map.get(f) for f in files], dtype="Int64")
-        meta["files"]["identity"] = str(id_path)
-
-    # ---- images
-    image_dir = (Path(images_dir).expanduser() if images_dir is not None
-                 else _find_images(base, files[0], required=missing_images != "keep"))
-    index = ImageIndex(image_dir)
-    image_name = _image_namer(image_dir, files[0])
-    found = [index.direct(image_name(f)) for f in files]
-    keep = apply_missing_images(found, files, f"CelebA ({attr_path})", image_dir, missing_images, meta,
-                                index=index)
-    paths = [relative_to(p if p is not None else image_dir / f, base) for p, f in zip(found, files)]
-
-    # ---- table
-    col = {n: i for i, n in enumerate(names)}
-    target_values = values[:, col[target]]
-    if subgroup == NO_SUBGROUP:
-        groups = np.full(len(files), NO_SUBGROUP, dtype=object)
-    else:
-        groups = np.where(values[:, col[subgroup]] == 1, subgroup, f"not_{subgroup}").astype(object)
-    metadata = pd.DataFrame({n: values[:, col[n]] for n in names if n not in desc_names})
-    metadata["partition"] = [int(part_map[f]) for f in files]
-    if identity is not None:
-        metadata["identity"] = identity
-    frame = assemble_frame(
-        {"sample_id": files, "image_path": paths, "label": target_values.astype(np.int64),
-         "subgroup": groups, "split": split},
-        values[:, [col[n] for n in desc_names]], desc_names, metadata)
-    frame = frame[keep].reset_index(drop=True)
-    meta.update(target=target, subgroup=subgroup, excluded=[n for n in names if n not in desc_names],
-                images_dir=str(image_dir))
-    return SCITable(frame=frame, classes=[f"not_{target}", target], descriptors=desc_names, name="celeba",
-                    root=base, subgroup_name=subgroup if subgroup != NO_SUBGROUP else "none",
-                    descriptor_kind="hard", source=str(attr_path), meta=meta)
+    if id_path is None:
+        return None
+    ids = _read_pairs(id_path, "identity")
+    id_map = dict(zip(ids["file"], ids["value"]))
+    meta["files"]["identity"] = str(id_path)
+    return pd.array([id_map.get(f) for f in files], dtype="Int64")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -284,7 +291,7 @@ def _read_attr_txt(path: Path, meta: dict) -> tuple[list[str], list[str], np.nda
     check_no_duplicates(names, path, "attribute name")
 
     n = len(names)
-    first = _first_data_line(path, skip)
+    first = first_data_line(path, skip)
     if first is not None and len(first[1].split()) != n + 1:
         raise line_error(path, first[0], first[1], f"{len(first[1].split()) - 1} values, but the header "
                          f"(line {header_lineno}) names {n} attributes")
@@ -298,19 +305,6 @@ def _read_attr_txt(path: Path, meta: dict) -> tuple[list[str], list[str], np.nda
     values = _attributes_to_01(values, path, names, skip)
     _check_unique_files(files, path, skip)
     return names, files, values
-
-
-def _first_data_line(path: Path, skip: int) -> tuple[int, str] | None:
-    """The first non-blank line after ``skip`` non-blank lines, as ``(lineno, text)``."""
-    seen = 0
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if line.strip():
-                seen += 1
-                if seen > skip:
-                    return lineno, line
-    return None
 
 
 def _attributes_to_01(values: np.ndarray, path: Path, names: list[str], skip: int) -> np.ndarray:
@@ -422,3 +416,88 @@ def _is_int(token: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# --------------------------------------------------------------------------- fixture copy
+#: The 40 attribute names of list_attr_celeba.txt, in file order.
+CELEBA_ATTRIBUTES = tuple((
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split())
+
+# Two data rows copied from the real list_attr_celeba.txt.
+_CELEBA_REAL_ROWS = MappingProxyType({
+    "000001.jpg": "-1  1  1 -1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1  1 -1  1 -1 -1  1 -1 -1  1 -1 -1 -1  1  1 -1  1 -1  1 -1 -1  1",
+    "000007.jpg": "1 -1  1  1 -1 -1  1  1  1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1 -1  1 -1 -1 -1  1 -1 -1  1 -1 -1 -1 -1  1 -1 -1 -1 -1 -1 -1  1",
+})
+#: per image: (partition, Blond_Hair, Male, Smiling) for the generated rows
+_CELEBA_ROWS = MappingProxyType({
+    "000002.jpg": (0, 1, 0, 1), "000003.jpg": (0, 1, 1, 0), "000004.jpg": (0, 0, 1, 1),
+    "000005.jpg": (1, 1, 0, 0), "000006.jpg": (1, 0, 1, 1),
+    "000008.jpg": (2, 1, 0, 1), "000009.jpg": (2, 0, 1, 0),
+})
+_CELEBA_PARTITION = MappingProxyType({"000001.jpg": 0, "000002.jpg": 0, "000003.jpg": 0, "000004.jpg": 0,
+                                       "000005.jpg": 1, "000006.jpg": 1, "000007.jpg": 1, "000008.jpg": 2,
+                                       "000009.jpg": 2})
+
+
+def celeba_fixture_attributes() -> dict[str, list[int]]:
+    """The ±1 attribute rows of the CelebA fixture, by file name (40 values in header order)."""
+    rows = {f: [int(t) for t in v.split()] for f, v in _CELEBA_REAL_ROWS.items()}
+    col = {a: i for i, a in enumerate(CELEBA_ATTRIBUTES)}
+    for k, (fname, (_part, blond, male, smiling)) in enumerate(_CELEBA_ROWS.items()):
+        i = int(fname[:6])
+        values = [1 if (i * 7 + j * 3) % 5 == 0 else -1 for j in range(len(CELEBA_ATTRIBUTES))]
+        for hair in ("Black_Hair", "Brown_Hair", "Gray_Hair", "Bald"):
+            values[col[hair]] = -1
+        if not blond:
+            values[col[("Black_Hair", "Brown_Hair")[k % 2]]] = 1
+        values[col["Blond_Hair"]] = 1 if blond else -1
+        values[col["Male"]] = 1 if male else -1
+        values[col["Smiling"]] = 1 if smiling else -1
+        values[col["Young"]] = 1 if i % 3 else -1
+        rows[fname] = values
+    return {f: rows[f] for f in sorted(rows)}
+
+
+def write_celeba(dest: str | Path, layout: str = "flat", size: tuple[int, int] = (8, 10)) -> Path:
+    """CelebA annotation files + 9 tiny images; ``layout`` "flat", "official" (Anno/Eval/Img) or
+    "png" (the official PNG release: ``Img/img_align_celeba_png/000001.png``, annotations naming ``.jpg``)."""
+    if layout == "flat":
+        root = Path(dest) / "celeba"
+        anno = evaldir = root
+        imgdir = root / "img_align_celeba"
+    elif layout in ("official", "png"):
+        root = Path(dest) / "CelebA"
+        anno, evaldir = root / "Anno", root / "Eval"
+        imgdir = root / "Img" / ("img_align_celeba_png" if layout == "png" else "img_align_celeba")
+        write_text(root / "README.txt", "CelebA dataset (fixture copy)\n")
+    else:
+        raise ValueError(f"unknown CelebA fixture layout {layout!r}; expected 'flat', 'official' or 'png'")
+    rows = celeba_fixture_attributes()
+    lines = [str(len(rows)), " ".join(CELEBA_ATTRIBUTES) + " "]  # trailing space after 'Young', as in the real file
+    lines += [f"{f} " + " ".join(f"{v:2d}" for v in vals) for f, vals in rows.items()]
+    write_text(anno / "list_attr_celeba.txt", "\n".join(lines) + "\n")
+    write_text(evaldir / "list_eval_partition.txt", "".join(f"{f} {p}\n" for f, p in _CELEBA_PARTITION.items()))
+    write_text(anno / "identity_CelebA.txt", "".join(f"{f} {1 + i % 3}\n" for i, f in enumerate(rows)))
+    bbox = ["9", "image_id x_1 y_1 width height"]
+    bbox += [f"{f}    {95 + i:>2d}  {71 + i:>2d} {226 + i:>3d} {313 + i:>3d}" for i, f in enumerate(rows)]
+    write_text(anno / "list_bbox_celeba.txt", "\n".join(bbox) + "\n")
+    marks = ["9", "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
+                  "rightmouth_x rightmouth_y"]
+    marks += [f"{f} {69 + i}  {109 + i}  {106 + i}  {113 + i}   {77 + i}  {142 + i}   {73 + i}  {152 + i}  "
+              f"{108 + i}  {154 + i}" for i, f in enumerate(rows)]
+    write_text(anno / "list_landmarks_align_celeba.txt", "\n".join(marks) + "\n")
+    for i, f in enumerate(rows):
+        if layout == "png":
+            path = imgdir / Path(f).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+
+            Image.new("RGB", size, fixture_color(i)).save(path, format="PNG")
+        else:
+            write_image(imgdir / f, i, size)
+    return root

@@ -39,25 +39,30 @@ The table:
 * ``subgroup``: ``"none"`` (default) or an attribute name (levels ``"<attr>"`` / ``"not_<attr>"``;
   the attribute is then removed from the descriptors).
 * metadata: ``image_id``, ``class_id``, ``is_training_image``, ``bbox_x/y/w/h`` when present.
+
+The options can be passed one by one as keywords or grouped in a :class:`CubOptions`.
+:func:`write_cub` writes the tiny fixture copy (``fixtures.write_fixture("cub_200_2011", dest)``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.datasets._parsing import (
+from semcov_lib.data.datasets._common import (
     DatasetError,
-    ImageIndex,
-    apply_missing_images,
-    assemble_frame,
+    ImageSource,
+    attribute_groups,
     check_fraction,
     choose,
     find_base,
     find_file,
+    finish_table,
     holdout_mask,
     line_error,
     line_number_of_row,
@@ -65,36 +70,102 @@ from semcov_lib.data.datasets._parsing import (
     preview,
     read_id_table,
     read_numeric_table,
-    relative_to,
+    resolve_images,
+    subgroup_option,
     warn,
+    write_image,
+    write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
 
-CERTAINTY_WEIGHT = {1: 0.0, 2: 1.0 / 3.0, 3: 2.0 / 3.0, 4: 1.0}
-CERTAINTY_NAMES = {1: "not visible", 2: "guessing", 3: "probably", 4: "definitely"}
+CERTAINTY_WEIGHT = MappingProxyType({1: 0.0, 2: 1.0 / 3.0, 3: 2.0 / 3.0, 4: 1.0})
+CERTAINTY_NAMES = MappingProxyType({1: "not visible", 2: "guessing", 3: "probably", 4: "definitely"})
 DESCRIPTOR_VALUES = ("presence", "certainty")
 
 
-def load_cub_200_2011(
-    root: str | Path,
-    descriptor_value: str = "presence",
-    not_visible: str = "keep",
-    attributes: str | Sequence[str | int] = "all",
-    min_classes: int = 10,
-    subgroup: str | None = NO_SUBGROUP,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    images_dir: str | Path | None = None,
-    missing_images: str = "error",
-) -> SCITable:
-    """Read CUB-200-2011 into the common table (options: see module docstring)."""
-    choose(descriptor_value, DESCRIPTOR_VALUES, "descriptor_value")
-    choose(not_visible, ("keep", "nan"), "not_visible option")
-    val_fraction = check_fraction("val_fraction", val_fraction)
+@dataclass(frozen=True)
+class CubOptions:
+    """The options of :func:`load_cub_200_2011` (meaning: module docstring); also its keyword arguments."""
+
+    descriptor_value: str = "presence"
+    not_visible: str = "keep"
+    attributes: str | Sequence[str | int] = "all"
+    min_classes: int = 10
+    subgroup: str | None = NO_SUBGROUP
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    images_dir: str | Path | None = None
+    missing_images: str = "error"
+
+
+class _CubFiles(NamedTuple):
+    """The parsed annotation files of one copy."""
+
+    images: pd.DataFrame
+    labels: pd.DataFrame
+    split: pd.DataFrame
+    classes: pd.DataFrame
+    attrs: pd.DataFrame
+    attr_path: Path
+    label_path: Path
+
+
+def load_cub_200_2011(root: str | Path, options: CubOptions | None = None, **overrides: Any) -> SCITable:
+    """Read CUB-200-2011 into the common table (options: see module docstring).
+
+    ``options`` groups the options; keyword ``overrides`` (the field names of :class:`CubOptions`)
+    replace single fields, so ``load_cub_200_2011(root, attributes="cbm")`` works as before.
+    """
+    opt = replace(options or CubOptions(), **overrides)
+    choose(opt.descriptor_value, DESCRIPTOR_VALUES, "descriptor_value")
+    choose(opt.not_visible, ("keep", "nan"), "not_visible option")
+    val_fraction = check_fraction("val_fraction", opt.val_fraction)
     meta: dict = {"dataset": "cub_200_2011"}
     base = find_base(root, (".", "CUB_200_2011", "CUB_200_2011/CUB_200_2011"), ("images.txt",), "CUB-200-2011")
-    top = Path(root).expanduser()
+    files = _read_files(base, Path(root).expanduser(), meta)
+    image_ids = files.images["image_id"].to_numpy()
+    class_of, label, is_train = _labels(base, files, image_ids)
+    attr_names = files.attrs["name"].str.strip().tolist()
+    presence, certainty = _read_attribute_labels(files.label_path, image_ids, files.attrs["attribute_id"].to_numpy(),
+                                                 meta)
 
+    # ---- splits: val carved from the official training images
+    split_col = np.where(is_train, "train", "test").astype(object)
+    train_rows = np.flatnonzero(is_train)
+    val = holdout_mask(label[train_rows], val_fraction, opt.split_seed)
+    split_col[train_rows[val]] = "val"
+
+    # ---- attribute selection; a subgroup attribute leaves the descriptors
+    selected = _select_attributes(opt.attributes, attr_names, presence, label, split_col == "train",
+                                  opt.min_classes, files.attr_path, meta)
+    subgroup = subgroup_option(opt.subgroup)
+    column = None  # the subgroup attribute's column
+    if subgroup != NO_SUBGROUP:
+        if subgroup not in attr_names:
+            raise DatasetError(f"{files.attr_path}: unknown subgroup attribute {subgroup!r}")
+        column = attr_names.index(subgroup)
+        if np.isnan(presence[:, column]).any():
+            raise DatasetError(f"{files.label_path}: subgroup attribute {subgroup!r} is unannotated for some images")
+        selected = [j for j in selected if j != column]
+    values = _descriptor_values(presence[:, selected], certainty[:, selected], opt)
+    names = [attr_names[j] for j in selected]
+
+    image_dir = Path(opt.images_dir).expanduser() if opt.images_dir is not None else base / "images"
+    source = ImageSource(image_dir, base, f"CUB-200-2011 ({base / 'images.txt'})", opt.missing_images)
+    paths, keep = resolve_images(source, files.images["path"].str.strip().tolist(), meta)
+    meta.update(descriptor_value=opt.descriptor_value, not_visible=opt.not_visible, subgroup=subgroup,
+                n_attributes=len(names), images_dir=str(image_dir), split_seed=opt.split_seed,
+                val_fraction=val_fraction)
+    return finish_table(
+        {"sample_id": [str(int(i)) for i in image_ids], "image_path": paths, "label": label,
+         "subgroup": attribute_groups(presence, subgroup, column), "split": split_col},
+        values, names, _metadata(base, image_ids, class_of, is_train), keep,
+        classes=files.classes["name"].str.strip().tolist(), name="cub_200_2011", root=base, subgroup_name=subgroup,
+        descriptor_kind="hard" if opt.descriptor_value == "presence" else "soft", source=str(base), meta=meta)
+
+
+def _read_files(base: Path, top: Path, meta: dict) -> _CubFiles:
+    """Read the annotation files (``attributes.txt`` may sit beside ``CUB_200_2011/``, as in the tarball)."""
     images = read_id_table(find_file([base / "images.txt"], "CUB images.txt"), 2,
                            ["image_id", "path"], rest_as_text=True)
     labels = read_id_table(find_file([base / "image_class_labels.txt"], "CUB image_class_labels.txt"), 2,
@@ -109,70 +180,45 @@ def load_cub_200_2011(
     label_path = find_file([base / "attributes" / "image_attribute_labels.txt"], "CUB image_attribute_labels.txt")
     meta["files"] = {"images": str(base / "images.txt"), "attributes": str(attr_path),
                      "image_attribute_labels": str(label_path)}
+    return _CubFiles(images, labels, split, classes, attrs, attr_path, label_path)
 
-    image_ids = images["image_id"].to_numpy()
-    class_of = _aligned(labels, "class_id", image_ids, base / "image_class_labels.txt")
-    train_flag = _aligned(split, "is_training_image", image_ids, base / "train_test_split.txt")
-    for value, line in zip(train_flag, _lines_for(split, image_ids)):
+
+def _labels(base: Path, files: _CubFiles, image_ids: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per image (``images.txt`` order): class_id as listed, class index, and the official train flag."""
+    class_of = _aligned(files.labels, "class_id", image_ids, base / "image_class_labels.txt")
+    train_flag = _aligned(files.split, "is_training_image", image_ids, base / "train_test_split.txt")
+    for value, line in zip(train_flag, _lines_for(files.split, image_ids)):
         if value not in ("0", "1"):
             raise DatasetError(f"{base / 'train_test_split.txt'}, line {line}: is_training_image {value!r} "
                                "is not 0 or 1")
-    class_index = {int(c): i for i, c in enumerate(classes["class_id"])}
+    class_index = {int(c): i for i, c in enumerate(files.classes["class_id"])}
     label = np.empty(len(image_ids), dtype=np.int64)
-    for i, (value, line) in enumerate(zip(class_of, _lines_for(labels, image_ids))):
+    for i, (value, line) in enumerate(zip(class_of, _lines_for(files.labels, image_ids))):
         try:
             label[i] = class_index[int(value)]
         except (ValueError, KeyError):
             raise DatasetError(f"{base / 'image_class_labels.txt'}, line {line}: class_id {value!r} "
                                f"is not in classes.txt") from None
-    is_train = np.asarray(train_flag) == "1"
+    return class_of, label, np.asarray(train_flag) == "1"
 
-    attr_names = attrs["name"].str.strip().tolist()
-    presence, certainty = _read_attribute_labels(label_path, image_ids, attrs["attribute_id"].to_numpy(), meta)
 
-    # ---- splits
-    split_col = np.where(is_train, "train", "test").astype(object)
-    train_rows = np.flatnonzero(is_train)
-    val = holdout_mask(label[train_rows], val_fraction, split_seed)
-    split_col[train_rows[val]] = "val"
-
-    # ---- attribute selection
-    selected = _select_attributes(attributes, attr_names, presence, label, split_col == "train", min_classes,
-                                  attr_path, meta)
-    subgroup = NO_SUBGROUP if subgroup in (None, "", NO_SUBGROUP) else subgroup
-    if subgroup != NO_SUBGROUP:
-        if subgroup not in attr_names:
-            raise DatasetError(f"{attr_path}: unknown subgroup attribute {subgroup!r}")
-        s = attr_names.index(subgroup)
-        if np.isnan(presence[:, s]).any():
-            raise DatasetError(f"{label_path}: subgroup attribute {subgroup!r} is unannotated for some images")
-        groups = np.where(presence[:, s] == 1, subgroup, f"not_{subgroup}").astype(object)
-        selected = [j for j in selected if j != s]
+def _descriptor_values(presence: np.ndarray, certainty: np.ndarray, opt: CubOptions) -> np.ndarray:
+    """is_present, or the certainty-weighted soft score ``0.5 + (is_present - 0.5) * w``; NaN for
+    "not visible" with ``not_visible="nan"``."""
+    if opt.descriptor_value == "presence":
+        values = presence.copy()
     else:
-        groups = np.full(len(image_ids), NO_SUBGROUP, dtype=object)
-
-    # ---- descriptor values
-    chosen_presence, chosen_certainty = presence[:, selected], certainty[:, selected]
-    if descriptor_value == "presence":
-        values = chosen_presence.copy()
-    else:
-        weight = np.full(chosen_certainty.shape, np.nan)
+        weight = np.full(certainty.shape, np.nan)
         for c, w in CERTAINTY_WEIGHT.items():
-            weight[chosen_certainty == c] = w
-        values = 0.5 + (chosen_presence - 0.5) * weight
-    if not_visible == "nan":
-        values[chosen_certainty == 1] = np.nan
-    names = [attr_names[j] for j in selected]
+            weight[certainty == c] = w
+        values = 0.5 + (presence - 0.5) * weight
+    if opt.not_visible == "nan":
+        values[certainty == 1] = np.nan
+    return values
 
-    # ---- images
-    image_dir = Path(images_dir).expanduser() if images_dir is not None else base / "images"
-    rels = images["path"].str.strip().tolist()
-    index = ImageIndex(image_dir)
-    found = [index.find(r) for r in rels]
-    keep = apply_missing_images(found, rels, f"CUB-200-2011 ({base / 'images.txt'})", image_dir,
-                                missing_images, meta, index=index)
-    paths = [relative_to(p if p is not None else image_dir / r, base) for p, r in zip(found, rels)]
 
+def _metadata(base: Path, image_ids: np.ndarray, class_of: list[str], is_train: np.ndarray) -> pd.DataFrame:
+    """image_id, class_id, is_training_image and, when bounding_boxes.txt exists, bbox_x/y/w/h."""
     extra = pd.DataFrame({"image_id": image_ids.astype(np.int64),
                           "class_id": np.asarray([int(c) for c in class_of], dtype=np.int64),
                           "is_training_image": is_train.astype(np.int8)})
@@ -182,18 +228,7 @@ def load_cub_200_2011(
         boxes = boxes.set_index("image_id").reindex(image_ids)
         for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"):
             extra[c] = pd.to_numeric(boxes[c], errors="coerce").to_numpy()
-    frame = assemble_frame(
-        {"sample_id": [str(int(i)) for i in image_ids], "image_path": paths, "label": label,
-         "subgroup": groups, "split": split_col},
-        values, names, extra)
-    frame = frame[keep].reset_index(drop=True)
-    meta.update(descriptor_value=descriptor_value, not_visible=not_visible, subgroup=subgroup,
-                n_attributes=len(names), images_dir=str(image_dir), split_seed=split_seed,
-                val_fraction=val_fraction)
-    return SCITable(frame=frame, classes=classes["name"].str.strip().tolist(), descriptors=names,
-                    name="cub_200_2011", root=base, subgroup_name=subgroup if subgroup != NO_SUBGROUP else "none",
-                    descriptor_kind="hard" if descriptor_value == "presence" else "soft",
-                    source=str(base), meta=meta)
+    return extra
 
 
 # --------------------------------------------------------------------------- helpers
@@ -313,3 +348,65 @@ def _select_attributes(attributes, names: list[str], presence: np.ndarray, label
     if len(set(chosen)) != len(chosen):
         raise DatasetError(f"attributes: duplicated entries in {list(attributes)}")
     return chosen
+
+
+# --------------------------------------------------------------------------- fixture copy
+CUB_ATTRIBUTES = ("has_bill_shape::curved_(up_or_down)", "has_bill_shape::dagger", "has_bill_shape::hooked",
+                  "has_wing_color::blue", "has_wing_color::grey", "has_wing_color::brown")
+CUB_CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross")
+#: class-level presence pattern (per attribute) followed by every training image of the class
+CUB_CLASS_PATTERN = MappingProxyType({1: (1, 0, 0, 1, 0, 1), 2: (0, 1, 0, 1, 0, 0)})
+CUB_SIX_TOKEN_LINE = (2, 3)  # (image_id, attribute_id) written with an extra token
+
+
+def cub_fixture_labels() -> list[tuple[int, int, int, int, float]]:
+    """``(image_id, attribute_id, is_present, certainty_id, time)`` rows of the CUB fixture."""
+    rows = []
+    for img in range(1, 9):
+        cls = 1 if img <= 4 else 2
+        is_test = img in (4, 8)
+        for attr in range(1, 7):
+            present = CUB_CLASS_PATTERN[cls][attr - 1]
+            if is_test and attr in (2, 5):
+                present = 1 - present
+            certainty = 1 + (img + attr) % 4
+            rows.append((img, attr, present, certainty, round(1.5 + img * 0.731 + attr * 2.113, 4)))
+    return rows
+
+
+def write_cub(dest: str | Path, attributes_in: str = "top") -> Path:
+    """CUB-200-2011 (as released): 2 classes x 4 images (3 train, 1 test), 6 attributes."""
+    if attributes_in not in ("top", "attributes"):
+        raise ValueError(f"attributes_in must be 'top' or 'attributes', got {attributes_in!r}")
+    root = Path(dest) / "cub_200_2011"
+    cub = root / "CUB_200_2011"
+    files = []
+    for img in range(1, 9):
+        cls = 1 if img <= 4 else 2
+        stem = ("Black_Footed_Albatross", "Laysan_Albatross")[cls - 1]
+        rel = f"{CUB_CLASSES[cls - 1]}/{stem}_{img:04d}_{img + 10}.jpg"
+        files.append(rel)
+        write_image(cub / "images" / rel, img)
+    write_text(cub / "README", "CUB-200-2011 fixture copy\n")
+    write_text(cub / "images.txt", "".join(f"{i} {rel}\n" for i, rel in enumerate(files, start=1)))
+    write_text(cub / "image_class_labels.txt", "".join(f"{i} {1 if i <= 4 else 2}\n" for i in range(1, 9)))
+    write_text(cub / "train_test_split.txt", "".join(f"{i} {0 if i in (4, 8) else 1}\n" for i in range(1, 9)))
+    write_text(cub / "classes.txt", "".join(f"{i} {c}\n" for i, c in enumerate(CUB_CLASSES, start=1)))
+    write_text(cub / "bounding_boxes.txt", "".join(f"{i} {60.0 + i} 27.0 325.0 304.0\n" for i in range(1, 9)))
+    write_text(cub / "parts" / "parts.txt", "1 back\n2 beak\n")
+    write_text(cub / "parts" / "part_locs.txt", "".join(f"{i} {p} 0.0 0.0 0\n" for i in range(1, 9) for p in (1, 2)))
+    attr_text = "".join(f"{i} {a}\n" for i, a in enumerate(CUB_ATTRIBUTES, start=1))
+    write_text((root if attributes_in == "top" else cub / "attributes") / "attributes.txt", attr_text)
+    write_text(cub / "attributes" / "certainties.txt", "1 not visible\n2 guessing\n3 probably\n4 definitely\n")
+    lines = []
+    for img, attr, present, certainty, seconds in cub_fixture_labels():
+        if (img, attr) == CUB_SIX_TOKEN_LINE:
+            lines.append(f"{img} {attr} {present} {certainty} 0 {seconds}")  # the known 6-token malformation
+        else:
+            lines.append(f"{img} {attr} {present} {certainty} {seconds:.4f}")
+    write_text(cub / "attributes" / "image_attribute_labels.txt", "\n".join(lines) + "\n\n")  # trailing blank line
+    continuous = []
+    for cls in (1, 2):
+        continuous.append(" ".join(repr(100.0 * p) if p else "0.0" for p in CUB_CLASS_PATTERN[cls]))
+    write_text(cub / "attributes" / "class_attribute_labels_continuous.txt", "\n".join(continuous) + "\n")
+    return root

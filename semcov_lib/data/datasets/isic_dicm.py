@@ -31,30 +31,37 @@ The table:
   (its values, ``unknown`` when empty) or ``"none"``.
 * metadata: every CSV column (``age_approx`` and ``year`` as floats, empty fields as NaN) and
   ``source_csv`` (``train`` / ``valid``).
+
+The options can be passed one by one as keywords or grouped in an :class:`IsicOptions`.
+:func:`write_isic_dicm_17k` writes the tiny fixture copy (``fixtures.write_fixture("isic_dicm_17k", dest)``);
+:func:`manifest_flags` is the ``verify`` check of a real copy (valid rows sharing a lesion or patient).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.datasets._parsing import (
+from semcov_lib.data.datasets._common import (
     DatasetError,
-    ImageIndex,
+    ImageSource,
     MissingFileError,
-    apply_missing_images,
-    assemble_frame,
     check_fraction,
     check_unit_interval,
     choose,
     connected_groups,
+    finish_table,
+    fixture_score,
     holdout_mask,
     preview,
-    relative_to,
+    resolve_images,
     warn,
+    write_image,
+    write_text,
 )
 from semcov_lib.data.datasets.milk10k import MONET_COLUMNS
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
@@ -73,30 +80,72 @@ DESCRIPTORS_HELP = (
 )
 
 
-def load_isic_dicm_17k(
-    root: str | Path,
-    descriptors: str | Path | None = None,
-    subgroup: str = "sex",
-    test_fraction: float = 0.5,
-    split_seed: int = 0,
-    age_bins: Sequence[int] = (40, 60),
-    descriptor_columns: Sequence[str] = MONET_COLUMNS,
-    images_dir: str | Path | None = None,
-    missing_images: str = "error",
-    split: str = "grouped",
-    holdout_fraction: float | None = None,
-) -> SCITable:
-    """Read ISIC-DICM-17K into the common table (options: see module docstring)."""
-    choose(split, SPLITS, "split")
-    choose(subgroup if subgroup is not None else "none", SUBGROUPS, "subgroup")
-    subgroup = subgroup or "none"
-    test_fraction = check_fraction("test_fraction", test_fraction)
+@dataclass(frozen=True)
+class IsicOptions:
+    """The options of :func:`load_isic_dicm_17k` (meaning: module docstring); also its keyword arguments."""
+
+    descriptors: str | Path | None = None
+    subgroup: str = "sex"
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    age_bins: Sequence[int] = (40, 60)
+    descriptor_columns: Sequence[str] = MONET_COLUMNS
+    images_dir: str | Path | None = None
+    missing_images: str = "error"
+    split: str = "grouped"
+    holdout_fraction: float | None = None
+
+
+def load_isic_dicm_17k(root: str | Path, options: IsicOptions | None = None, **overrides: Any) -> SCITable:
+    """Read ISIC-DICM-17K into the common table (options: see module docstring).
+
+    ``options`` groups the options; keyword ``overrides`` (the field names of :class:`IsicOptions`)
+    replace single fields, so ``load_isic_dicm_17k(root, split="official")`` works as before.
+    """
+    opt = replace(options or IsicOptions(), **overrides)
+    choose(opt.split, SPLITS, "split")
+    choose(opt.subgroup if opt.subgroup is not None else "none", SUBGROUPS, "subgroup")
+    subgroup = opt.subgroup or "none"
+    opt = replace(opt, test_fraction=check_fraction("test_fraction", opt.test_fraction))
     root = Path(root).expanduser()
     if not root.is_dir():
         raise MissingFileError(f"ISIC-DICM-17K: root folder {root} does not exist")
     meta: dict = {"dataset": "isic_dicm_17k"}
     base = _find_csv_dir(root)
+    data = _read_both_csvs(base)
+    desc_path = _descriptor_path(opt.descriptors, root, opt.descriptor_columns)
+    scores = _read_descriptors(desc_path, data["isic_id"], opt.descriptor_columns)
+    meta["files"] = {"train": str(base / CSV_FILES[0]), "valid": str(base / CSV_FILES[1]),
+                     "descriptors": str(desc_path)}
 
+    # ---- images: the curated ``image`` name first, then ``<isic_id>.jpg``
+    image_dir = Path(opt.images_dir).expanduser() if opt.images_dir is not None else root
+    images, isic_ids = data["image"].tolist(), data["isic_id"].tolist()
+    paths, keep = resolve_images(ImageSource(image_dir, root, f"ISIC-DICM-17K ({base})", opt.missing_images),
+                                 [img or f"{iid}.jpg" for img, iid in zip(images, isic_ids)], meta,
+                                 find=lambda index, i: index.find(images[i], f"{isic_ids[i]}.jpg"))
+
+    label = data["class_int"].to_numpy(dtype=np.int64)
+    split_col = _split_column(data, label, opt, base, meta)
+    groups_col = _subgroups(data, subgroup, opt.age_bins, base)
+    metadata = data.drop(columns=["class_int"]).copy()
+    for col in ("age_approx", "year"):
+        if col in metadata.columns:
+            metadata[col] = pd.to_numeric(metadata[col], errors="coerce")
+    metadata = metadata.mask(metadata.astype(str) == "")
+    split_note = ("grouped: both CSVs pooled, seeded, class-stratified, lesion/patient-grouped"
+                  if opt.split == "grouped" else "official: train = train CSV; val/test = grouped split of the valid CSV")
+    meta.update(subgroup=subgroup, test_fraction=opt.test_fraction, split_seed=opt.split_seed,
+                images_dir=str(image_dir), split=opt.split, split_note=split_note)
+    return finish_table(
+        {"sample_id": isic_ids, "image_path": paths, "label": label, "subgroup": groups_col, "split": split_col},
+        scores, list(opt.descriptor_columns), metadata, keep,
+        classes=list(CLASSES), name="isic_dicm_17k", root=root, subgroup_name=subgroup, descriptor_kind="soft",
+        source=str(base), meta=meta)
+
+
+def _read_both_csvs(base: Path) -> pd.DataFrame:
+    """The train and valid metadata CSVs pooled, with ``source_csv``; an isic_id in both raises."""
     parts = []
     for source, name in zip(("train", "valid"), CSV_FILES):
         frame = _read_metadata(base / name)
@@ -109,57 +158,30 @@ def load_isic_dicm_17k(
         where = sorted(set(data.loc[data["isic_id"] == first, "source_csv"]))
         raise DatasetError(f"{base}: duplicated isic_id {first!r} (in {' and '.join(w + ' CSV' for w in where)}; "
                            f"{dup.nunique()} duplicated ids)")
+    return data
 
-    desc_path = _descriptor_path(descriptors, root, descriptor_columns)
-    scores = _read_descriptors(desc_path, data["isic_id"], descriptor_columns)
-    meta["files"] = {"train": str(base / CSV_FILES[0]), "valid": str(base / CSV_FILES[1]),
-                     "descriptors": str(desc_path)}
 
-    # ---- images
-    image_dir = Path(images_dir).expanduser() if images_dir is not None else root
-    index = ImageIndex(image_dir)
-    found = [index.find(img, f"{iid}.jpg") for img, iid in zip(data["image"], data["isic_id"])]
-    listed = [img or f"{iid}.jpg" for img, iid in zip(data["image"], data["isic_id"])]
-    keep = apply_missing_images(found, listed, f"ISIC-DICM-17K ({base})", image_dir, missing_images, meta,
-                                index=index)
-    paths = [relative_to(p if p is not None else image_dir / name, root) for p, name in zip(found, listed)]
-
-    # ---- splits
-    label = data["class_int"].to_numpy(dtype=np.int64)
+def _split_column(data: pd.DataFrame, label: np.ndarray, opt: IsicOptions, base: Path, meta: dict) -> np.ndarray:
+    """train / val / test per row: the held-out part (grouped or the valid CSV) is split into val and test."""
     groups = connected_groups(*[data[c].tolist() for c in ("lesion_id", "patient_id") if c in data.columns])
     source = data["source_csv"].to_numpy()
     overlap = overlap_counts(data, source)
     meta.setdefault("counts", {}).update(overlap)
-    if split == "official":
+    if opt.split == "official":
         if overlap["valid_rows_sharing_lesion_or_patient_with_train"]:
             warn(f"ISIC-DICM-17K ({base}): {overlap['valid_rows_sharing_lesion_or_patient_with_train']} of "
                  f"{(source == 'valid').sum()} valid rows share a lesion or patient with the train CSV, so val/test "
-                 "metrics are optimistic; split='grouped' (the default) keeps lesions and patients together", meta)
+                 "metrics are optimistic; split='grouped' (the default) keeps lesions and patients together", meta,
+                 stacklevel=4)
         held = source == "valid"
     else:
-        fraction = (source == "valid").mean() if holdout_fraction is None else holdout_fraction
-        held = holdout_mask(label, check_fraction("holdout_fraction", fraction), split_seed, groups)
+        fraction = (source == "valid").mean() if opt.holdout_fraction is None else opt.holdout_fraction
+        held = holdout_mask(label, check_fraction("holdout_fraction", fraction), opt.split_seed, groups)
     split_col = np.where(held, "val", "train").astype(object)
     held_rows = np.flatnonzero(held)
-    test = holdout_mask(label[held_rows], test_fraction, split_seed + 1, groups[held_rows])
+    test = holdout_mask(label[held_rows], opt.test_fraction, opt.split_seed + 1, groups[held_rows])
     split_col[held_rows[test]] = "test"
-
-    groups_col = _subgroups(data, subgroup, age_bins, base)
-    metadata = data.drop(columns=["class_int"]).copy()
-    for col in ("age_approx", "year"):
-        if col in metadata.columns:
-            metadata[col] = pd.to_numeric(metadata[col], errors="coerce")
-    metadata = metadata.mask(metadata.astype(str) == "")
-    frame = assemble_frame(
-        {"sample_id": data["isic_id"].tolist(), "image_path": paths, "label": label,
-         "subgroup": groups_col, "split": split_col},
-        scores, list(descriptor_columns), metadata)
-    frame = frame[keep].reset_index(drop=True)
-    meta.update(subgroup=subgroup, test_fraction=test_fraction, split_seed=split_seed, images_dir=str(image_dir),
-                split=split, split_note="grouped: both CSVs pooled, seeded, class-stratified, lesion/patient-grouped"
-                if split == "grouped" else "official: train = train CSV; val/test = grouped split of the valid CSV")
-    return SCITable(frame=frame, classes=list(CLASSES), descriptors=list(descriptor_columns), name="isic_dicm_17k",
-                    root=root, subgroup_name=subgroup, descriptor_kind="soft", source=str(base), meta=meta)
+    return split_col
 
 
 # --------------------------------------------------------------------------- helpers
@@ -285,3 +307,77 @@ def _subgroups(data: pd.DataFrame, subgroup: str, age_bins: Sequence[int], base:
     out = np.array([labels[c] for c in np.minimum(codes, len(labels) - 1)], dtype=object)
     out[np.isnan(age)] = "unknown"
     return out
+
+
+# --------------------------------------------------------------------------- verify
+def manifest_flags(base: Path) -> list[str]:
+    """``verify``'s known-problem check: valid-CSV rows sharing a lesion or patient with the train CSV."""
+    if not all((base / name).is_file() for name in CSV_FILES):
+        return []
+    frames = [pd.read_csv(base / name, dtype=str, keep_default_na=False).assign(_source=source)
+              for source, name in zip(("train", "valid"), CSV_FILES)]
+    data = pd.concat(frames, ignore_index=True)
+    counts = overlap_counts(data, data["_source"].to_numpy())
+    n_valid = int(np.sum(data["_source"] == "valid"))
+    shared = counts["valid_rows_sharing_lesion_or_patient_with_train"]
+    if not shared:
+        return []
+    return [f"{CSV_FILES[1]}: {shared} of {n_valid} rows share a lesion or patient with {CSV_FILES[0]} "
+            f"({counts['valid_rows_sharing_lesion_with_train']} a lesion); evaluating on the valid file is "
+            "optimistic: the loader's default split='grouped' keeps lesions and patients together"]
+
+
+# --------------------------------------------------------------------------- fixture copy
+ISIC_HEADER = ("image,isic_id,year,class,patient_id,lesion_id,sex,age_approx,anatom_site_general,benign_malignant,"
+               "dermoscopic_type,diagnosis,diagnosis_confirm_type,image_type,mel_class,mel_mitotic_index,mel_type,"
+               "mel_ulcer,melanocytic,nevus_type,clin_size_long_diam_mm,mel_thick_mm,personal_hx_mm,family_hx_mm")
+#: (file name in the `image` column, isic_id, class, patient_id, lesion_id, sex, age, site, diagnosis)
+ISIC_TRAIN_ROWS = (
+    ("ISIC2019_0025105_mel.jpg", "ISIC_0025105", 1, "", "IL_3060556", "male", "65.0", "posterior torso", "melanoma"),
+    ("ISIC_0022327_mel.jpg", "ISIC_0022327", 1, "IP_8481777", "", "female", "45.0", "lower extremity", "melanoma"),
+    ("ISIC2019_0033171_mel.jpg", "ISIC_0033171", 1, "", "IL_9013946", "", "", "", "basal cell carcinoma"),
+    ("ISIC_0021081_oth.jpg", "ISIC_0021081", 0, "IP_3168027", "", "female", "65.0", "lower extremity", "nevus"),
+    ("ISIC2020_0000002_oth.jpg", "ISIC_0000002", 0, "IP_0000002", "IL_0000002", "male", "30.0", "head/neck", "nevus"),
+    ("ISIC2017_0000003_oth.jpg", "ISIC_0000003", 0, "", "", "male", "80.0", "anterior torso", "seborrheic keratosis"),
+)
+#: As in the released CSVs, valid rows share lesions and patients with train rows: ISIC_0000011 is
+#: lesion IL_3060556 (train's ISIC_0025105), ISIC_0000012 is patient IP_8481777 (train's ISIC_0022327).
+ISIC_VALID_ROWS = (
+    ("ISIC2019_0000011_mel.jpg", "ISIC_0000011", 1, "", "IL_3060556", "female", "55.0", "upper extremity", "melanoma"),
+    ("ISIC2020_0000012_mel.jpg", "ISIC_0000012", 1, "IP_8481777", "IL_0000012", "male", "70.0", "palms/soles", "melanoma"),
+    ("ISIC2019_0000013_oth.jpg", "ISIC_0000013", 0, "", "IL_0000013", "female", "25.0", "oral/genital", "nevus"),
+    ("ISIC2019_0000014_oth.jpg", "ISIC_0000014", 0, "", "", "", "40.0", "lateral torso", "nevus"),
+)
+
+
+def _isic_line(row: tuple) -> str:
+    image, isic, cls, patient, lesion, sex, age, site, diagnosis = row
+    year = image[4:8] + ".0" if image.startswith("ISIC20") and image[4:8].isdigit() else ""
+    bm = "malignant" if cls == 1 else "benign"
+    confirm = "histopathology" if cls == 1 else "single image expert consensus"
+    fields = [image, isic, year, str(cls), patient, lesion, sex, age, site, bm, "contact polarized" if patient else "",
+              diagnosis, confirm, "dermoscopic", "", "", "", "", "1.0", "", "", "", "", ""]
+    return ",".join(fields)
+
+
+def write_isic_dicm_17k(dest: str | Path, descriptors: bool = True) -> Path:
+    """ISIC-DICM-17K (as released): train/valid metadata CSVs, images, optional descriptors.csv.
+
+    Images are named ``<isic_id>.jpg`` under ``images/`` except the first training image, which is
+    stored under its curated ``image``-column name in a sub-folder (tests the recursive search).
+    """
+    root = Path(dest) / "isic_dicm_17k"
+    write_text(root / "train-set-metadata.csv", "\n".join([ISIC_HEADER, *map(_isic_line, ISIC_TRAIN_ROWS)]) + "\n")
+    write_text(root / "valid-set-metadata.csv", "\n".join([ISIC_HEADER, *map(_isic_line, ISIC_VALID_ROWS)]) + "\n")
+    rows = [*ISIC_TRAIN_ROWS, *ISIC_VALID_ROWS]
+    for i, row in enumerate(rows):
+        if i == 0:
+            write_image(root / "images" / "ISIC_2019" / row[0], i)
+        else:
+            write_image(root / "images" / f"{row[1]}.jpg", i)
+    if descriptors:
+        lines = ["isic_id," + ",".join(MONET_COLUMNS)]
+        for i, row in enumerate(rows):
+            lines.append(row[1] + "," + ",".join(f"{fixture_score(i, 99, m):.2f}" for m in range(len(MONET_COLUMNS))))
+        write_text(root / "descriptors.csv", "\n".join(lines) + "\n")
+    return root

@@ -14,16 +14,26 @@ Columns are found by name, never by position. A ``split`` column (the benchmark 
 used as is; otherwise a seeded, class-stratified split at lesion level keeps both images of a
 lesion in the same split. Every problem raises :class:`~semcov_lib.data.table.TableError` naming the
 file, the column and the value.
+
+:func:`write_milk10k` writes the tiny fixture copy (``fixtures.write_fixture("milk10k", dest)``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
+from semcov_lib.data.datasets._common import (
+    ImageIndex,
+    finish_table,
+    fixture_score,
+    write_image,
+    write_text,
+)
 from semcov_lib.data.table import SPLITS, SCITable, TableError
 
 METADATA_FILE = "MILK10k_Training_Metadata.csv"
@@ -40,10 +50,11 @@ MONET_COLUMNS = (
 )
 #: The 11 diagnosis columns of MILK10k_Training_GroundTruth.csv, in file order.
 MILK10K_CLASSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
-IMAGE_TYPES = {"dermoscopic": "dermoscopic", "clinical": "clinical: close-up", "clinical: close-up": "clinical: close-up"}
+IMAGE_TYPES = MappingProxyType({"dermoscopic": "dermoscopic", "clinical": "clinical: close-up",
+                                "clinical: close-up": "clinical: close-up"})
 ALL_IMAGE_TYPES = ("both", "all")
 SUBGROUPS = ("skin_tone_class", "sex", "age_bin", "site", "none")
-_SUBGROUP_ALIASES = {"skin_tone": "skin_tone_class", "age": "age_bin", "age_approx": "age_bin"}
+_SUBGROUP_ALIASES = MappingProxyType({"skin_tone": "skin_tone_class", "age": "age_bin", "age_approx": "age_bin"})
 AGE_BINS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 75, "60-74"), (75, 200, "75+"))
 UNKNOWN = "unknown"
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".png")
@@ -126,8 +137,6 @@ def _image_bases(root: Path, images_dir: str | Path | None) -> list[Path]:
 def _locate_images(meta: pd.DataFrame, bases: list[Path], path: Path, search_root: Path) -> list[str]:
     """Path of each row's image: a lesion folder or flat folder of ``bases``, else the unique
     ``<isic_id>.jpg`` anywhere below ``search_root``; raises naming the first missing one."""
-    from semcov_lib.data.datasets._parsing import ImageIndex
-
     index = ImageIndex(search_root)
     patterns = [(base, nested) for base in bases for nested in (True, False)]
     found: list[str] = []
@@ -188,11 +197,10 @@ def _subgroups(meta: pd.DataFrame, subgroup: str, path: Path) -> pd.Series:
     return pd.Series(np.where(values.isin(["", "nan", "none"]), UNKNOWN, values), index=meta.index, dtype=object)
 
 
-def _descriptor_kind(frame: pd.DataFrame) -> str:
+def _descriptor_kind(scores: np.ndarray) -> str:
     """``hard`` when every observed concept value is 0 or 1 (a benchmark generated with 0/1
     annotations), else ``soft`` (MONET probabilities, as in MILK10k)."""
-    values = frame[list(MONET_COLUMNS)].to_numpy(dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = scores[np.isfinite(scores)]
     return "hard" if len(values) and np.isin(values, (0.0, 1.0)).all() else "soft"
 
 
@@ -227,13 +235,7 @@ def load_milk10k(root: str | Path, image_type: str = "dermoscopic", subgroup: st
     root = Path(root)
     if not root.exists():
         raise TableError(f"MILK10k root folder {root} does not exist")
-    key = str(image_type).strip()
-    if key.lower() in ALL_IMAGE_TYPES:
-        wanted = None
-    elif key in IMAGE_TYPES or key.lower() in IMAGE_TYPES:
-        wanted = IMAGE_TYPES.get(key, IMAGE_TYPES.get(key.lower()))
-    else:
-        raise TableError(f"MILK10k: image_type {image_type!r} not understood; use 'dermoscopic', 'clinical' or 'both'")
+    wanted = _image_type_option(image_type)
     subgroup = _SUBGROUP_ALIASES.get(subgroup, subgroup)
     if subgroup not in SUBGROUPS:
         raise TableError(f"MILK10k: subgroup {subgroup!r} not understood; choose one of {list(SUBGROUPS)}")
@@ -245,6 +247,52 @@ def load_milk10k(root: str | Path, image_type: str = "dermoscopic", subgroup: st
     gt_path = _find_file(root, GROUNDTRUTH_FILE)
     data_root = meta_path.parent
     classes, lesion_class = _read_ground_truth(gt_path)
+    meta = _read_metadata(meta_path, gt_path, lesion_class)
+    # split, decided per lesion before filtering by image type (same split whatever the image type)
+    if "split" in meta.columns:
+        split, split_source = _split_column(meta, meta_path), "column"
+    else:
+        present = lesion_class[lesion_class.index.isin(meta["lesion_id"])]
+        split = meta["lesion_id"].map(_seeded_split(present, split_seed, val_fraction, test_fraction))
+        split_source = f"seeded lesion-level stratified split (seed {split_seed})"
+    if wanted is not None:
+        keep = meta["image_type"] == wanted
+        if not keep.any():
+            raise TableError(f"{meta_path}: no image with image_type {wanted!r}; "
+                             f"found {sorted(meta['image_type'].unique())}")
+        meta, split = meta[keep], split[keep]
+    meta, split = meta.reset_index(drop=True), split.reset_index(drop=True)
+
+    groups = _subgroups(meta, subgroup, meta_path).to_numpy()
+    scores = _monet_scores(meta, meta_path)
+    bases = _image_bases(data_root, images_dir)
+    paths = _locate_images(meta, bases, meta_path, bases[0] if images_dir is not None else data_root)
+    root_abs = os.path.abspath(data_root)
+    columns = {"sample_id": meta["isic_id"].to_numpy(),
+               "image_path": [os.path.relpath(p, root_abs) if os.path.abspath(p).startswith(root_abs + os.sep)
+                              else os.path.abspath(p) for p in paths],
+               "label": meta["lesion_id"].map(lesion_class).to_numpy(dtype=np.int64),
+               "subgroup": groups, "split": split.to_numpy()}
+    return finish_table(
+        columns, scores, MONET_COLUMNS, _other_metadata(meta), np.ones(len(meta), dtype=bool),
+        classes=classes, name="milk10k", root=data_root, subgroup_name=subgroup,
+        descriptor_kind=_descriptor_kind(scores), source=str(meta_path),
+        meta={"dataset": "milk10k", "image_type": wanted or "both", "split_source": split_source,
+              "metadata_file": str(meta_path), "groundtruth_file": str(gt_path)})
+
+
+def _image_type_option(image_type: str) -> str | None:
+    """The ``image_type`` value to keep, or None for every image type."""
+    key = str(image_type).strip()
+    if key.lower() in ALL_IMAGE_TYPES:
+        return None
+    if key in IMAGE_TYPES or key.lower() in IMAGE_TYPES:
+        return IMAGE_TYPES.get(key, IMAGE_TYPES.get(key.lower()))
+    raise TableError(f"MILK10k: image_type {image_type!r} not understood; use 'dermoscopic', 'clinical' or 'both'")
+
+
+def _read_metadata(meta_path: Path, gt_path: Path, lesion_class: pd.Series) -> pd.DataFrame:
+    """The metadata CSV: required columns, unique isic_id, every lesion in the ground truth."""
     meta = _read_csv(meta_path)
     _require(meta, ["lesion_id", "image_type", "isic_id", *MONET_COLUMNS], meta_path)
     dup = meta["isic_id"][meta["isic_id"].duplicated()]
@@ -254,71 +302,92 @@ def load_milk10k(root: str | Path, image_type: str = "dermoscopic", subgroup: st
     if len(unlabelled):
         raise TableError(f"{meta_path}: lesion {unlabelled.iloc[0]!r} has no row in {gt_path.name} "
                          f"({unlabelled.nunique()} lesion(s) without ground truth)")
+    return meta
 
-    # split, decided per lesion before filtering by image type (same split whatever the image type)
-    if "split" in meta.columns:
-        split = meta["split"].str.lower()
-        bad = split[~split.isin(SPLITS)]
-        if len(bad):
-            raise TableError(f"{meta_path}: column 'split' holds {meta['split'][bad.index[0]]!r} "
-                             f"(isic_id {meta['isic_id'][bad.index[0]]}); expected one of {list(SPLITS)}")
-        split_source = "column"
-    else:
-        present = lesion_class[lesion_class.index.isin(meta["lesion_id"])]
-        split = meta["lesion_id"].map(_seeded_split(present, split_seed, val_fraction, test_fraction))
-        split_source = f"seeded lesion-level stratified split (seed {split_seed})"
 
-    types = meta["image_type"]
-    if wanted is not None:
-        keep = types == wanted
-        if not keep.any():
-            raise TableError(f"{meta_path}: no image with image_type {wanted!r}; found {sorted(types.unique())}")
-        meta, split = meta[keep], split[keep]
-    meta = meta.reset_index(drop=True)
-    split = split.reset_index(drop=True)
+def _split_column(meta: pd.DataFrame, meta_path: Path) -> pd.Series:
+    """The metadata's own ``split`` column (the benchmark writes one), lower-cased and checked."""
+    split = meta["split"].str.lower()
+    bad = split[~split.isin(SPLITS)]
+    if len(bad):
+        raise TableError(f"{meta_path}: column 'split' holds {meta['split'][bad.index[0]]!r} "
+                         f"(isic_id {meta['isic_id'][bad.index[0]]}); expected one of {list(SPLITS)}")
+    return split
 
-    frame = pd.DataFrame({
-        "sample_id": meta["isic_id"].to_numpy(),
-        "image_path": "",
-        "label": meta["lesion_id"].map(lesion_class).to_numpy(dtype=np.int64),
-        "subgroup": _subgroups(meta, subgroup, meta_path).to_numpy(),
-        "split": split.to_numpy(),
-    })
-    for column in MONET_COLUMNS:
+
+def _monet_scores(meta: pd.DataFrame, meta_path: Path) -> np.ndarray:
+    """(N, 7) MONET probabilities; empty cells are NaN, text or values outside [0, 1] raise."""
+    scores = np.empty((len(meta), len(MONET_COLUMNS)), dtype=np.float64)
+    for j, column in enumerate(MONET_COLUMNS):
         values = _numeric(meta, column)
         text = meta[column]
         bad = values.isna() & ~text.isin(["", "nan", "NaN", "NA"])
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
-            raise TableError(f"{meta_path}: column {column!r} holds non-numeric {text.iloc[i]!r} (isic_id {meta['isic_id'].iloc[i]})")
+            raise TableError(f"{meta_path}: column {column!r} holds non-numeric {text.iloc[i]!r} "
+                             f"(isic_id {meta['isic_id'].iloc[i]})")
         out = (values < 0) | (values > 1)
         if out.any():
             i = int(np.argmax(out.to_numpy()))
-            raise TableError(f"{meta_path}: column {column!r} holds {text.iloc[i]} (isic_id {meta['isic_id'].iloc[i]}), "
-                             "outside [0, 1]; MONET scores are probabilities")
-        frame[column] = values.to_numpy(dtype=np.float64)
-    for column in meta.columns:  # keep all other metadata, typed where it is numeric
-        if column in frame.columns or column == "split":
+            raise TableError(f"{meta_path}: column {column!r} holds {text.iloc[i]} "
+                             f"(isic_id {meta['isic_id'].iloc[i]}), outside [0, 1]; MONET scores are probabilities")
+        scores[:, j] = values.to_numpy(dtype=np.float64)
+    return scores
+
+
+def _other_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    """Every other metadata column, typed where it is numeric (age, skin tone, ``gt_*``)."""
+    taken = {"sample_id", "image_path", "label", "subgroup", "split", *MONET_COLUMNS}
+    extra = {}
+    for column in meta.columns:
+        if column in taken:
             continue
         if column in ("age_approx", "skin_tone_class") or column.startswith("gt_"):
-            frame[column] = _numeric(meta, column).to_numpy()
+            extra[column] = _numeric(meta, column).to_numpy()
         else:
-            frame[column] = meta[column].replace({"": np.nan}).to_numpy(dtype=object)
+            extra[column] = meta[column].replace({"": np.nan}).to_numpy(dtype=object)
+    return pd.DataFrame(extra, index=meta.index)
 
-    bases = _image_bases(data_root, images_dir)
-    paths = _locate_images(meta, bases, meta_path, bases[0] if images_dir is not None else data_root)
-    root_abs = os.path.abspath(data_root)
-    frame["image_path"] = [os.path.relpath(p, root_abs) if os.path.abspath(p).startswith(root_abs + os.sep) else
-                           os.path.abspath(p) for p in paths]
-    return SCITable(
-        frame=frame,
-        classes=classes,
-        descriptors=list(MONET_COLUMNS),
-        name="milk10k",
-        root=data_root,
-        subgroup_name=subgroup,
-        descriptor_kind=_descriptor_kind(frame),
-        source=str(meta_path),
-        meta={"dataset": "milk10k", "image_type": wanted or "both", "split_source": split_source,
-              "metadata_file": str(meta_path), "groundtruth_file": str(gt_path)},
-    )
+
+# --------------------------------------------------------------------------- fixture copy
+def write_milk10k(dest: str | Path, nested: bool = False, lesions_per_class: int = 10,
+                  classes: tuple[str, ...] = ("BCC", "MEL", "NV"), supplement: bool = True) -> Path:
+    """MILK10k training files (as released): metadata (2 rows per lesion), one-hot ground truth,
+    supplement, and ``MILK10k_Training_Input/<lesion_id>/<isic_id>.jpg`` (both image types).
+
+    Lesion 2 has empty age and skin tone, lesion 3 an empty sex, lesion 4 an empty site.
+    """
+    root = Path(dest) / "milk10k"
+    images = root / "MILK10k_Training_Input"
+    if nested:
+        images = images / "MILK10k_Training_Input"
+    sites = ("foot", "genital", "hand", "head_neck_face", "lower_extremity", "trunk", "upper_extremity")
+    header = ("lesion_id,image_type,isic_id,attribution,copyright_license,image_manipulation,age_approx,sex,"
+              "skin_tone_class,site," + ",".join(MONET_COLUMNS))
+    meta_lines, gt_lines, supp_lines = [header], ["lesion_id," + ",".join(MILK10K_CLASSES)], ["isic_id,diagnosis_full"]
+    full = {"MEL": "Melanoma Invasive", "NV": "Nevus", "BCC": "Basal cell carcinoma", "BKL": "Seborrheic keratosis"}
+    n = 0
+    for c_index, cls in enumerate(classes):
+        if cls not in MILK10K_CLASSES:
+            raise ValueError(f"unknown MILK10k class {cls!r}; expected one of {MILK10K_CLASSES}")
+        for j in range(lesions_per_class):
+            n += 1
+            lesion = f"IL_{n:07d}"
+            age = "" if n == 2 else f"{30 + 5 * ((n * 7) % 11)}.0"
+            sex = "" if n == 3 else ("male" if n % 2 else "female")
+            tone = "" if n == 2 else str((n + c_index) % 6)
+            site = "" if n == 4 else sites[n % len(sites)]
+            manipulation = "altered" if n % 5 == 0 else "instrument only"
+            for k, image_type in enumerate(("clinical: close-up", "dermoscopic")):
+                isic = f"ISIC_{100 + 2 * (n - 1) + k + 1:07d}"
+                scores = ",".join(f"{fixture_score(n, k, m):.2f}" for m in range(len(MONET_COLUMNS)))
+                meta_lines.append(f"{lesion},{image_type},{isic},Synthetic,CC-BY-NC,{manipulation},{age},{sex},"
+                                  f"{tone},{site},{scores}")
+                supp_lines.append(f"{isic},{full.get(cls, cls)}")
+                write_image(images / lesion / f"{isic}.jpg", 2 * n + k)
+            gt_lines.append(lesion + "," + ",".join("1.0" if c == cls else "0.0" for c in MILK10K_CLASSES))
+    write_text(root / "MILK10k_Training_Metadata.csv", "\n".join(meta_lines) + "\n")
+    write_text(root / "MILK10k_Training_GroundTruth.csv", "\n".join(gt_lines) + "\n")
+    if supplement:
+        write_text(root / "MILK10k_Training_Supplement.csv", "\n".join(supp_lines) + "\n")
+    return root

@@ -17,36 +17,40 @@ Files (``root`` = the dataset folder or its parent):
 
 ``label`` = class id - 1, ``classes`` = every class of FoodList (or 1..max id seen);
 ``subgroup`` = ``"none"``; metadata ``class_id``. ``sample_id`` = the path without the leading slash.
+
+:func:`write_vireofood172` writes the tiny fixture copy (``fixtures.write_fixture("vireofood172", dest)``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.datasets._parsing import (
+from semcov_lib.data.datasets._common import (
     DatasetError,
-    ImageIndex,
-    apply_missing_images,
-    assemble_frame,
+    ImageSource,
     find_base,
     find_file,
+    finish_table,
     line_error,
     line_number_of_row,
     numeric_checker,
     preview,
     read_lines,
     read_numeric_table,
-    relative_to,
+    resolve_images,
     to_binary,
     unique_names,
     warn,
+    write_image,
+    write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, REQUIRED_COLUMNS, SCITable
 
-SPLIT_FILES = {"TR.txt": "train", "VAL.txt": "val", "TE.txt": "test"}
+SPLIT_FILES = MappingProxyType({"TR.txt": "train", "VAL.txt": "val", "TE.txt": "test"})
 
 
 def load_vireofood172(
@@ -59,7 +63,25 @@ def load_vireofood172(
     base = find_base(root, (".", "VireoFood172", "VireoFood-172", "vireofood172", "VireoFood172/VireoFood172"),
                      ("SplitAndIngreLabel",), "VireoFood-172")
     labels_dir = base / "SplitAndIngreLabel"
+    rels, split, class_ids = _read_split_lists(labels_dir)
+    ingre_path = find_file([labels_dir / "IngreLabel.txt"], "VireoFood-172 ingredient labels IngreLabel.txt")
+    names, descriptors = _ingredients(ingre_path, rels, meta)
+    classes = _class_names(labels_dir / "FoodList.txt", max(class_ids), meta)
 
+    image_dir = Path(images_dir).expanduser() if images_dir is not None else _images_dir(base, rels[0])
+    paths, keep = resolve_images(ImageSource(image_dir, base, f"VireoFood-172 ({labels_dir})", missing_images),
+                                 rels, meta)
+    meta.update(images_dir=str(image_dir), files={"ingredients": str(ingre_path)})
+    return finish_table(
+        {"sample_id": rels, "image_path": paths, "label": np.asarray(class_ids, dtype=np.int64) - 1,
+         "subgroup": np.full(len(rels), NO_SUBGROUP, dtype=object), "split": np.asarray(split, dtype=object)},
+        descriptors, names, pd.DataFrame({"class_id": np.asarray(class_ids, dtype=np.int64)}), keep,
+        classes=classes, name="vireofood172", root=base, subgroup_name="none", descriptor_kind="hard",
+        source=str(labels_dir), meta=meta)
+
+
+def _read_split_lists(labels_dir: Path) -> tuple[list[str], list[str], list[int]]:
+    """TR, VAL, TE lists: image path (no leading slash), split and class id per image; no image twice."""
     rels, split, class_ids, origin = [], [], [], []
     for fname, split_name in SPLIT_FILES.items():
         path = find_file([labels_dir / fname], f"VireoFood-172 split list {fname}")
@@ -80,17 +102,20 @@ def load_vireofood172(
         first = rels.index(rels[i])
         raise DatasetError(f"{origin[i][0]}, line {origin[i][1]}: image {rels[i]!r} already listed in "
                            f"{origin[first][0].name} line {origin[first][1]} ({int(dup.sum())} duplicates)")
+    return rels, split, class_ids
 
-    # ---- ingredients
-    ingre_path = find_file([labels_dir / "IngreLabel.txt"], "VireoFood-172 ingredient labels IngreLabel.txt")
+
+def _ingredients(ingre_path: Path, rels: list[str], meta: dict) -> tuple[list[str], np.ndarray]:
+    """Ingredient names and the (N, I) 0/1 matrix in split-list order (NaN rows for images without a row)."""
     keys, matrix, coding = _read_ingredients(ingre_path)
     meta["ingredient_coding"] = {"pm1": "-1/+1", "01": "0/1"}[coding]
-    names_path = labels_dir / "IngredientList.txt"
+    names_path = ingre_path.parent / "IngredientList.txt"
     if names_path.is_file():
         names = _read_names(names_path, matrix.shape[1], f"value columns in {ingre_path.name}")
     else:
         names = [f"ingr_{j:03d}" for j in range(matrix.shape[1])]
-        warn(f"{names_path} not found; ingredients named ingr_000..ingr_{matrix.shape[1] - 1:03d}", meta)
+        warn(f"{names_path} not found; ingredients named ingr_000..ingr_{matrix.shape[1] - 1:03d}", meta,
+             stacklevel=4)
     names = unique_names(names, names_path, "ingredient", meta, {*REQUIRED_COLUMNS, "class_id"})
     row_of = {k: i for i, k in enumerate(keys)}
     positions = np.array([row_of.get(r, -1) for r in rels])
@@ -102,38 +127,23 @@ def load_vireofood172(
     if n_missing:
         absent = [r for r, p in zip(rels, positions) if p < 0]
         warn(f"{ingre_path}: {n_missing} listed image(s) have no ingredient row, e.g. {preview(absent)}; "
-             "their descriptors are NaN", meta)
+             "their descriptors are NaN", meta, stacklevel=4)
     descriptors = np.full((len(rels), matrix.shape[1]), np.nan)
     ok = positions >= 0
     descriptors[ok] = matrix[positions[ok]]
+    return names, descriptors
 
-    # ---- classes
-    food_path = labels_dir / "FoodList.txt"
-    max_id = max(class_ids)
+
+def _class_names(food_path: Path, max_id: int, meta: dict) -> list[str]:
+    """FoodList.txt (line i names class id i), else ``class_001``...; made unique with a warning."""
     if food_path.is_file():
         classes = _read_names(food_path, max_id, "class ids used by the split lists (largest id)")
     else:
         classes = [f"class_{i:03d}" for i in range(1, max_id + 1)]
-        warn(f"{food_path} not found; classes named class_001..class_{max_id:03d}", meta)
+        warn(f"{food_path} not found; classes named class_001..class_{max_id:03d}", meta, stacklevel=4)
     if len(set(classes)) != len(classes):
         classes = unique_names(classes, food_path, "class", meta)
-
-    # ---- images
-    image_dir = Path(images_dir).expanduser() if images_dir is not None else _images_dir(base, rels[0])
-    index = ImageIndex(image_dir)
-    found = [index.find(r) for r in rels]
-    keep = apply_missing_images(found, rels, f"VireoFood-172 ({labels_dir})", image_dir, missing_images, meta,
-                                index=index)
-    paths = [relative_to(p if p is not None else image_dir / r, base) for p, r in zip(found, rels)]
-
-    frame = assemble_frame(
-        {"sample_id": rels, "image_path": paths, "label": np.asarray(class_ids, dtype=np.int64) - 1,
-         "subgroup": np.full(len(rels), NO_SUBGROUP, dtype=object), "split": np.asarray(split, dtype=object)},
-        descriptors, names, pd.DataFrame({"class_id": np.asarray(class_ids, dtype=np.int64)}))
-    frame = frame[keep].reset_index(drop=True)
-    meta.update(images_dir=str(image_dir), files={"ingredients": str(ingre_path)})
-    return SCITable(frame=frame, classes=classes, descriptors=names, name="vireofood172", root=base,
-                    subgroup_name="none", descriptor_kind="hard", source=str(labels_dir), meta=meta)
+    return classes
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,3 +204,37 @@ def _read_ingredients(path: Path) -> tuple[list[str], np.ndarray, str]:
         lineno, line = line_number_of_row(path, r)
         raise line_error(path, lineno, line, f"duplicated image {keys[r]!r}")
     return keys, binary.astype(np.float64), coding
+
+
+# --------------------------------------------------------------------------- fixture copy
+VIREO_FOODS = ("Braised pork in brown sauce", "Shredded potato", "Tomato and egg")
+VIREO_INGREDIENTS = ("Pork", "Potato", "Egg", "Tomato", "Green pepper")
+
+
+def vireo_fixture_ingredients(class_id: int, k: int) -> list[int]:
+    """±1 ingredient row of image ``<class_id>_<k>.jpg`` in the VireoFood-172 fixture."""
+    base = {1: (1, -1, -1, -1, 1), 2: (-1, 1, -1, -1, 1), 3: (-1, -1, 1, 1, -1)}[class_id]
+    row = list(base)
+    if k == 4:
+        row[4] = -row[4]
+    return row
+
+
+def write_vireofood172(dest: str | Path) -> Path:
+    """VireoFood-172 (as released): 3 classes x 4 images (TR 2, VAL 1, TE 1 per class), 5 ingredients."""
+    root = Path(dest) / "VireoFood172"
+    split_dir = root / "SplitAndIngreLabel"
+    lists: dict[str, list[str]] = {"TR": [], "VAL": [], "TE": []}
+    ingre = []
+    for cls in (1, 2, 3):
+        for k in (1, 2, 3, 4):
+            rel = f"/{cls}/{cls}_{k}.jpg"
+            lists["TR" if k <= 2 else "VAL" if k == 3 else "TE"].append(rel)
+            ingre.append(rel + " " + " ".join(str(v) for v in vireo_fixture_ingredients(cls, k)))
+            write_image(root / "ready_chinese_food" / str(cls) / f"{cls}_{k}.jpg", 10 * cls + k)
+    for name, rels in lists.items():
+        write_text(split_dir / f"{name}.txt", "\n".join(rels) + "\n")
+    write_text(split_dir / "IngreLabel.txt", "\n".join(ingre) + "\n")
+    write_text(split_dir / "IngredientList.txt", "\n".join(VIREO_INGREDIENTS) + "\n")
+    write_text(split_dir / "FoodList.txt", "\n".join(VIREO_FOODS) + "\n")
+    return root

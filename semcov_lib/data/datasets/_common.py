@@ -1,4 +1,5 @@
-"""Shared helpers of the dataset loaders: tolerant text parsing, file lookup, images, splits.
+"""Shared helpers of the dataset loaders: tolerant text parsing, file lookup, images, splits,
+the common tail every loader ends with, and the file writers of the fixture copies.
 
 The real dataset files are irregular (multiple-space alignment, trailing spaces, ``\\r``,
 blank trailing lines, the odd 6-token line, double-nested folders), so every loader reads
@@ -10,7 +11,9 @@ them through these helpers, which
 * read large numeric tables with pandas' C parser and, when that fails, re-scan the file in
   Python to report the exact file, line number and content of the first bad line;
 * resolve image files (direct path first, then a recursive search by file name);
-* make seeded, class-stratified (optionally group-aware) hold-out splits.
+* make seeded, class-stratified (optionally group-aware) hold-out splits;
+* end every loader the same way (:func:`resolve_images`: image index and missing-image policy;
+  :func:`finish_table`: frame assembly into an :class:`SCITable`).
 
 Errors are :class:`DatasetError` (a ``ValueError``); missing files raise
 :class:`MissingFileError`, which is also a ``FileNotFoundError``. Irregularities that are
@@ -20,15 +23,17 @@ recorded in the table's ``meta["warnings"]``, never silently absorbed.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.table import TableError
+from semcov_lib.data.table import NO_SUBGROUP, SCITable, TableError
 
 MISSING_IMAGE_POLICIES = ("error", "drop", "keep")
 
@@ -46,9 +51,14 @@ class DatasetWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- reporting
-def warn(message: str, meta: dict | None = None) -> None:
-    """Emit a :class:`DatasetWarning` and record its message in ``meta["warnings"]``."""
-    warnings.warn(message, DatasetWarning, stacklevel=3)
+def warn(message: str, meta: dict | None = None, stacklevel: int = 3) -> None:
+    """Emit a :class:`DatasetWarning` and record its message in ``meta["warnings"]``.
+
+    The default ``stacklevel`` reports the warning at the caller of the function calling ``warn``
+    (a loader's own warnings at the loader's caller); a helper the loader delegates to passes
+    ``stacklevel=4`` to report at that same place.
+    """
+    warnings.warn(message, DatasetWarning, stacklevel=stacklevel)
     if meta is not None:
         meta.setdefault("warnings", []).append(message)
 
@@ -68,22 +78,21 @@ def preview(items: Sequence, n: int = 5) -> str:
 # --------------------------------------------------------------------------- files
 def find_file(candidates: Iterable[Path], what: str) -> Path:
     """The first existing file among ``candidates``; otherwise an error listing them all."""
-    tried = [Path(c) for c in candidates]
-    for path in tried:
-        if path.is_file():
-            return path
-    listed = "\n  ".join(str(p) for p in tried)
-    raise MissingFileError(f"{what} not found; looked for:\n  {listed}")
+    return _first_existing(candidates, Path.is_file, f"{what} not found; looked for:")
 
 
 def find_dir(candidates: Iterable[Path], what: str) -> Path:
     """The first existing folder among ``candidates``; otherwise an error listing them all."""
+    return _first_existing(candidates, Path.is_dir, f"{what} not found; looked for the folder:")
+
+
+def _first_existing(candidates: Iterable[Path], exists: Callable[[Path], bool], problem: str) -> Path:
     tried = [Path(c) for c in candidates]
     for path in tried:
-        if path.is_dir():
+        if exists(path):
             return path
     listed = "\n  ".join(str(p) for p in tried)
-    raise MissingFileError(f"{what} not found; looked for the folder:\n  {listed}")
+    raise MissingFileError(f"{problem}\n  {listed}")
 
 
 def find_base(root: str | Path, subdirs: Sequence[str], markers: Sequence[str], what: str) -> Path:
@@ -161,39 +170,39 @@ def read_id_table(path: Path, n_tokens: int, names: Sequence[str], rest_as_text:
     return pd.DataFrame(rows, columns=[*names, "line"])
 
 
+def _non_blank_lines(path: Path, skip_lines: int = 0) -> Iterator[tuple[int, str]]:
+    """``(lineno, line)`` of the non-blank lines after the first ``skip_lines`` of them, streamed."""
+    seen = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line.strip():
+                seen += 1
+                if seen > skip_lines:
+                    yield lineno, line
+
+
 def first_bad_line(path: Path, check: Callable[[list[str]], str | None], skip_lines: int = 0
                    ) -> tuple[int, str, str] | None:
     """Scan ``path`` (after ``skip_lines`` non-blank lines) for the first line whose tokens fail ``check``.
 
     ``check(tokens)`` returns a problem description or None. Returns ``(lineno, line, problem)``.
     """
-    with open(path, "rb") as handle:
-        seen = 0
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not line.strip():
-                continue
-            seen += 1
-            if seen <= skip_lines:
-                continue
-            problem = check(line.split())
-            if problem:
-                return lineno, line, problem
+    for lineno, line in _non_blank_lines(path, skip_lines):
+        problem = check(line.split())
+        if problem:
+            return lineno, line, problem
     return None
+
+
+def first_data_line(path: Path, skip_lines: int = 0) -> tuple[int, str] | None:
+    """The first non-blank line after ``skip_lines`` non-blank lines, as ``(lineno, text)``."""
+    return next(_non_blank_lines(path, skip_lines), None)
 
 
 def line_number_of_row(path: Path, row: int, skip_lines: int = 0) -> tuple[int, str]:
     """Line number and content of the ``row``-th (0-based) data line after ``skip_lines`` non-blank lines."""
-    target = skip_lines + row + 1
-    with open(path, "rb") as handle:
-        seen = 0
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if line.strip():
-                seen += 1
-                if seen == target:
-                    return lineno, line
-    return -1, ""
+    return next(_non_blank_lines(path, skip_lines + row), (-1, ""))
 
 
 def numeric_checker(n_min: int, n_max: int, text_cols: Sequence[int] = (), int_cols: Sequence[int] | None = None,
@@ -403,8 +412,33 @@ def relative_to(path: Path, base: Path) -> str:
         return str(Path(path).resolve())
 
 
-def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], where: str, images_dir: Path,
-                         policy: str, meta: dict, index: ImageIndex | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a loader's listed images are, and what to do when some are absent."""
+
+    directory: Path  # the image folder searched
+    base: Path  # ``image_path`` is stored relative to this folder
+    where: str  # names the listing in messages, e.g. "CUB-200-2011 (<images.txt>)"
+    missing_images: str = "error"  # one of MISSING_IMAGE_POLICIES
+
+
+def resolve_images(source: ImageSource, listed: Sequence[str], meta: dict,
+                   find: Callable[[ImageIndex, int], Path | None] | None = None) -> tuple[list[str], np.ndarray]:
+    """The shared image step of every loader: each listed image's stored path and the rows to keep.
+
+    ``find(index, i)`` locates row ``i`` (default: ``index.find(listed[i])``); an absent image keeps
+    the path it would have (``directory/<listed>``) so ``missing_images="keep"`` rows still name it.
+    """
+    index = ImageIndex(source.directory)
+    found = [index.find(name) if find is None else find(index, i) for i, name in enumerate(listed)]
+    keep = apply_missing_images(found, listed, source, meta, index)
+    paths = [relative_to(p if p is not None else source.directory / name, source.base)
+             for p, name in zip(found, listed)]
+    return paths, keep
+
+
+def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], source: ImageSource, meta: dict,
+                         index: ImageIndex | None = None) -> np.ndarray:
     """Apply the ``missing_images`` policy; return the mask of rows to keep.
 
     When ``index`` saw the absent names more than once below ``images_dir`` (a second copy of
@@ -414,6 +448,7 @@ def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], wh
     ``"drop"`` drops those rows with a counted warning; ``"keep"`` keeps them (the table can still be
     used for label/descriptor analysis without pixels) with a counted warning.
     """
+    images_dir, policy = source.directory, source.missing_images
     if policy not in MISSING_IMAGE_POLICIES:
         raise DatasetError(f"missing_images must be one of {MISSING_IMAGE_POLICIES}, got {policy!r}")
     missing = np.array([p is None for p in found], dtype=bool)
@@ -426,20 +461,20 @@ def apply_missing_images(found: Sequence[Path | None], listed: Sequence[str], wh
     if dupes:
         meta.setdefault("counts", {})["duplicated_images"] = len(dupes)
         copies = " and ".join(relative_to(p, images_dir) for p in index.ambiguous[dupes[0]][:3])
-        raise DatasetError(f"{where}: {len(dupes)} of {len(found)} listed images exist more than once under "
+        raise DatasetError(f"{source.where}: {len(dupes)} of {len(found)} listed images exist more than once under "
                            f"{images_dir}, e.g. {dupes[0]} at {copies}; delete the extra copy or pass "
                            "images_dir= pointing at one copy")
-    text = (f"{where}: {n_missing} of {len(found)} listed images are absent under {images_dir}, "
+    text = (f"{source.where}: {n_missing} of {len(found)} listed images are absent under {images_dir}, "
             f"e.g. {preview(names)}")
     if policy == "error":
         error = MissingFileError(text + " (pass missing_images='drop' to drop them or 'keep' to keep "
                                  "the rows without pixels)")
         error.hint = "on the command line: train ... --missing-images drop (or keep)"
         raise error
-    if policy == "drop":
-        warn(text + "; dropped those rows", meta)
+    if policy == "drop":  # stacklevel 4: reported in the loader (the caller of resolve_images)
+        warn(text + "; dropped those rows", meta, stacklevel=4)
         return ~missing
-    warn(text + "; kept those rows (their image_path does not exist)", meta)
+    warn(text + "; kept those rows (their image_path does not exist)", meta, stacklevel=4)
     return np.ones(len(found), dtype=bool)
 
 
@@ -533,8 +568,74 @@ def assemble_frame(columns: dict[str, Sequence], descriptors: np.ndarray | None 
     return pd.concat(parts, axis=1)
 
 
+def finish_table(columns: dict[str, Sequence], descriptors: np.ndarray, names: Sequence[str],
+                 extra: pd.DataFrame | None, keep: np.ndarray, **table) -> SCITable:
+    """The shared last step of every loader: assemble the frame, keep the ``keep`` rows, wrap it.
+
+    ``columns`` are the base columns (sample_id, image_path, label, subgroup, split),
+    ``descriptors``/``names`` the (N, D) descriptor values and their column names, ``extra`` the
+    metadata columns; ``table`` holds the other :class:`SCITable` fields (classes, name, root, ...).
+    """
+    frame = assemble_frame(columns, descriptors, names, extra)
+    return SCITable(frame=frame[keep].reset_index(drop=True), descriptors=list(names), **table)
+
+
 def choose(value: str, allowed: Sequence[str], what: str) -> str:
     """Validate an option against its allowed values, naming them in the error."""
     if value not in allowed:
         raise DatasetError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
     return value
+
+
+def subgroup_option(subgroup: str | None) -> str:
+    """A subgroup option with None / "" meaning no subgroup."""
+    return NO_SUBGROUP if subgroup in (None, "", NO_SUBGROUP) else subgroup
+
+
+def attribute_groups(matrix: np.ndarray, subgroup: str, column: int | None) -> np.ndarray:
+    """Subgroup levels from 0/1 attribute ``column`` of ``matrix``: ``"<attr>"`` where it is 1, else
+    ``"not_<attr>"``; every row ``"none"`` when ``subgroup`` is ``"none"`` (``column`` unused)."""
+    if subgroup == NO_SUBGROUP:
+        return np.full(len(matrix), NO_SUBGROUP, dtype=object)
+    return np.where(matrix[:, column] == 1, subgroup, f"not_{subgroup}").astype(object)
+
+
+# --------------------------------------------------------------------------- fixture files
+# The tiny on-disk copies (``fixtures.write_fixture``) are written by each dataset module with these.
+def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (8, 8)) -> bytes:
+    """A small real JPEG image of one colour with a darker square in the middle."""
+    from PIL import Image
+
+    w, h = size
+    pixels = np.empty((h, w, 3), dtype=np.uint8)
+    pixels[:] = color
+    pixels[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = [c // 2 for c in color]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def fixture_color(i: int) -> tuple[int, int, int]:
+    """The deterministic colour of fixture image ``i``."""
+    return (40 + (i * 53) % 200, 40 + (i * 97) % 200, 40 + (i * 31) % 200)
+
+
+def write_image(path: Path, i: int, size: tuple[int, int] = (8, 8)) -> None:
+    """Fixture image ``i`` as a JPEG file (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(fixture_color(i), size))
+
+
+def write_text(path: Path, content: str) -> None:
+    """A fixture text file with exactly these bytes (folders created, no newline translation)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        handle.write(content)
+
+
+def fixture_score(*keys: int) -> float:
+    """A deterministic pseudo-random value in [0, 1] with two decimals."""
+    h = 0
+    for k in keys:
+        h = (h * 1_000_003 + k * 7919 + 12345) % 2_147_483_647
+    return round((h % 101) / 100.0, 2)
