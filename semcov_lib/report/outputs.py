@@ -19,6 +19,7 @@ import pandas as pd
 import seaborn as sns
 
 from semcov_lib.files import atomic_path, write_text_atomic
+from semcov_lib.paths import report_root
 
 FIGSIZES = {
     "single": (3.5, 2.8),
@@ -28,7 +29,9 @@ FIGSIZES = {
     "tall": (7.2, 7.2),
 }
 STRATUM_COLOURS = {"Tail": "#c0392b", "Middle": "#95a5a6", "Head": "#2c7fb8"}
-_THEME_SET = False
+# set_theme's last rcParams entry; finding it means the theme is already applied (matplotlib holds
+# the state, so no flag of our own can disagree with it)
+_THEME_MARK = ("svg.hashsalt", "semcov")
 
 HIGHLIGHT = "semcovnet"
 REFERENCE = "erm"
@@ -123,23 +126,33 @@ def add_note(fig, text: str) -> None:
 
 
 def set_theme() -> None:
-    """Apply the project's seaborn theme and matplotlib settings (idempotent)."""
-    global _THEME_SET
-    if _THEME_SET:
+    """Apply the project's seaborn theme and matplotlib settings (idempotent: a second call would
+    reset rcParams a caller changed after the first)."""
+    if matplotlib.rcParams[_THEME_MARK[0]] == _THEME_MARK[1]:
         return
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.95)
     matplotlib.rcParams.update(
         {
-            "pdf.fonttype": 42,
+            "pdf.fonttype": 42,  # TrueType fonts in PDF/PS: editable text, accepted by publishers
             "ps.fonttype": 42,
             "figure.dpi": 110,
             "savefig.dpi": 200,
             "savefig.bbox": "tight",
             "axes.titlesize": "medium",
-            "svg.hashsalt": "semcov",
+            _THEME_MARK[0]: _THEME_MARK[1],  # fixed SVG ids, so re-saved SVGs are identical
         }
     )
-    _THEME_SET = True
+
+
+def notebook_setup(output_subdir: str, wide_display: bool = False) -> tuple[Path, Path]:
+    """The notebooks' common first step: the theme, and their (figures, tables) folders under
+    ``reports/<output_subdir>/`` (``reports/`` when empty). ``wide_display`` shows up to 40
+    DataFrame columns in 200 characters, for the results tables."""
+    set_theme()
+    if wide_display:
+        pd.set_option("display.max_columns", 40, "display.width", 200)
+    root = report_root(output_subdir)
+    return root / "figures", root / "tables"
 
 
 def figure(size: str | tuple[float, float] = "single", **kwargs):
