@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-LOWER_IS_BETTER = {"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error", "middle_error",
-                   "head_error", "cdi_ci_low", "cdi_ci_high"}
+LOWER_IS_BETTER = frozenset({"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error",
+                             "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"})
 
 
 def percent(value: float, signed: bool = False) -> str:
