@@ -108,6 +108,7 @@ def test_parquet_and_library_call(tmp_path):
     (lambda f, p: (f.drop(columns="ruler"), p), "missing column"),
     (lambda f, p: (f.assign(hair=f["hair"] * 2 - 1), p), r"hair.*outside \[0, 1\].*\(a \+ 1\) / 2"),
     (lambda f, p: (f.assign(img=["dup"] * len(f)), p), "duplicated id 'dup'"),
+    (lambda f, p: (f, pd.concat([p, p.iloc[:1]])), r"pred.csv: column 'img' has duplicated id '\w+' \(1 duplicates\)"),
     (lambda f, p: (f, p.assign(pred=p["pred"].replace("NV", "SCC"))), r"\['SCC'\] not among"),
     (lambda f, p: (f, pd.concat([p, pd.DataFrame({"img": ["ghost"], "pred": ["NV"]})])), "not in the table"),
 ])

@@ -203,3 +203,42 @@ def test_image_figures_use_display_names():
                 "preds_erm": ["B", "A", "C"]}
     fig = figures.example_predictions(examples)
     assert "ERM: B" in fig.axes[0].get_title()
+
+
+def test_notebook_setup_gives_the_report_folders_and_sets_the_theme_once():
+    from semcov_lib.paths import REPORTS_DIR
+    from semcov_lib.report.outputs import notebook_setup, set_theme
+
+    with pd.option_context("display.max_columns", 20, "display.width", 80):
+        assert notebook_setup("") == (REPORTS_DIR / "figures", REPORTS_DIR / "tables")
+        assert pd.get_option("display.max_columns") == 20  # only the results notebooks widen tables
+        fig_dir, table_dir = notebook_setup("smoke", wide_display=True)
+        assert (fig_dir, table_dir) == (REPORTS_DIR / "smoke" / "figures", REPORTS_DIR / "smoke" / "tables")
+        assert (pd.get_option("display.max_columns"), pd.get_option("display.width")) == (40, 200)
+    assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["svg.hashsalt"] == "semcov"
+    with matplotlib.rc_context({"savefig.dpi": 50}):
+        set_theme()  # already applied: a caller's later change stays
+        assert matplotlib.rcParams["savefig.dpi"] == 50
+
+
+def test_look_tables_are_read_only():
+    from semcov_lib.report.outputs import METHOD_STYLE
+
+    with pytest.raises(TypeError):
+        METHOD_STYLE["erm"] = ("x", "#000000")
+
+
+def test_percent_and_run_facts():
+    from semcov_lib.report.tables import insert_run_facts, percent
+
+    assert (percent(0.123), percent(0.123, signed=True), percent(-0.5, signed=True)) == ("12%", "+12%", "-50%")
+    runs = pd.DataFrame({"method": ["b", "b", "a", "a"], "seed": [0, 1, 0, 1],
+                         "sees_descriptors_at_test": [True, True, False, False],
+                         "selection_metric": ["val_macro_f1"] * 4, "best_epoch": [3, 4.0, 7, 7]})
+    table = pd.DataFrame({"method": ["b", "a"], "cdi": ["0.1", "0.2"]})
+    insert_run_facts(table, runs, ["sees descriptors", "selection", "epochs chosen"])
+    assert list(table.columns) == ["method", "sees descriptors", "selection", "epochs chosen", "cdi"]
+    assert list(table["sees descriptors"]) == [True, False] and list(table["epochs chosen"]) == ["3/4", "7/7"]
+    only = pd.DataFrame({"method": ["b", "a"]})
+    insert_run_facts(only, runs)
+    assert list(only.columns) == ["method", "sees descriptors"]

@@ -10,7 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from semcov_lib import pipeline
 from semcov_lib.nbparams import ParameterError, check_parameters, coerce
+from semcov_lib.paths import NOTEBOOK_DIR
 
 CELL = '''profile: str = "smoke"  # parameter file name: smoke, default or paper
 seeds: list[int] = [0]  # training seeds, one run each
@@ -82,3 +84,42 @@ def test_papermill_shows_types_and_descriptions_and_the_notebook_coerces(tmp_pat
     assert run.returncode == 0, run.stderr[-2000:]
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     assert outputs[0]["text"].strip() == "[1] 2.0"
+
+
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def parameter_defaults(path: Path) -> dict:
+    """A notebook's parameters-cell defaults, run and checked as the notebook itself does."""
+    cell = next(c for c in nbformat.read(path, as_version=4).cells
+                if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    # dont_inherit: this module's `from __future__ import annotations` would turn the types into strings
+    exec(compile(cell.source, path.name, "exec", dont_inherit=True), namespace)  # noqa: S102
+    before = {k: v for k, v in namespace.items() if k in namespace["__annotations__"]}
+    checked = check_parameters(namespace)
+    assert checked == before and all(type(checked[k]) is type(before[k]) for k in before), \
+        f"{path.name}: a default does not have its declared type"
+    return checked
+
+
+def test_there_are_notebooks_and_profiles():
+    assert len(NOTEBOOKS) >= 6 and "smoke" in pipeline.profiles()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_defaults_are_the_smoke_profile(path):
+    """nbval runs the notebooks with their own defaults, which must be the smoke profile's values."""
+    defaults = parameter_defaults(path)
+    assert set(defaults) == pipeline.notebook_parameters(path), "every parameter is annotated"
+    smoke = pipeline.profile_params("smoke")
+    shared = sorted(set(defaults) & set(smoke))
+    assert "output_subdir" in shared
+    assert {k: defaults[k] for k in shared} == {k: smoke[k] for k in shared}
+
+
+@pytest.mark.parametrize("profile", pipeline.profiles())
+def test_profiles_only_set_parameters_some_notebook_declares(profile):
+    declared = set().union(*(pipeline.notebook_parameters(p) for p in NOTEBOOKS))
+    unused = set(pipeline.profile_params(profile)) - declared
+    assert not unused, f"notebooks/params/{profile}.yaml sets {sorted(unused)}, which no notebook declares"

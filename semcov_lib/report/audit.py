@@ -107,6 +107,17 @@ def _text(series: pd.Series) -> np.ndarray:
     return out
 
 
+def _unique_ids(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """The id column as text, or AuditError naming the first missing or duplicated id."""
+    ids = _text(frame[column])
+    if any(i is None for i in ids):
+        raise AuditError(f"{source}: column {column!r} has missing ids")
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        raise AuditError(f"{source}: column {column!r} has duplicated id {ids[dup][0]!r} ({int(dup.sum())} duplicates)")
+    return ids
+
+
 def _sorted_levels(values: np.ndarray) -> list[str]:
     levels = sorted(set(values.tolist()))
     try:
@@ -142,12 +153,7 @@ def _read_predictions(predictions: pd.DataFrame, id_col: str, pred_col: str, cla
         raise AuditError(f"{source}: no id column (expected {id_col!r}, 'sample_id' or 'id'); "
                          f"available: {list(predictions.columns)}")
     _require(predictions, [pred_col], source)
-    ids = _text(predictions[pid])
-    if any(i is None for i in ids):
-        raise AuditError(f"{source}: column {pid!r} has missing ids")
-    dup = pd.Series(ids).duplicated()
-    if dup.any():
-        raise AuditError(f"{source}: duplicated id {ids[dup.to_numpy()][0]!r} ({int(dup.sum())} duplicates)")
+    ids = _unique_ids(predictions, pid, source)
     unknown_ids = [i for i in ids if i not in known_ids]
     if unknown_ids:
         raise AuditError(f"{source}: {len(unknown_ids)} prediction id(s) not in the table, e.g. {unknown_ids[:3]}")
@@ -261,12 +267,7 @@ def audit_table(
         raise AuditError(f"{source}: the table has a header but no rows; an audit needs one row per sample")
     rs = Resampling() if resampling is None else resampling
     notes: list[str] = []
-    ids = _text(frame[columns.id])
-    if any(i is None for i in ids):
-        raise AuditError(f"{source}: column {columns.id!r} has missing ids")
-    dup = pd.Series(ids).duplicated().to_numpy()
-    if dup.any():
-        raise AuditError(f"{source}: column {columns.id!r} has duplicated id {ids[dup][0]!r} ({int(dup.sum())} duplicates)")
+    ids = _unique_ids(frame, columns.id, source)
     classes, y = _encode_labels(frame, columns, ids, source)
     scores = _descriptor_matrix(frame, descriptor_cols, ids, source)
     subgroups, s = _encode_subgroups(frame, columns.subgroup, notes)
@@ -373,7 +374,7 @@ def _class_recall(reference: SCGReference, y: np.ndarray, pred: np.ndarray) -> p
     """Recall per class with its Wilson CI and its head/medium/tail group by training count."""
     T = reference.shape[0]
     n = np.bincount(y, minlength=T)
-    hits = np.bincount(y, weights=(pred == y).astype(float), minlength=T)
+    hits = np.bincount(y, weights=(pred == y).astype(float), minlength=T)  # correct predictions per class
     low, high = wilson_interval(hits, n)
     return pd.DataFrame({"class": list(reference.classes), "n_train": reference.class_counts,
                          "shot": shot_groups(reference.class_counts, scale="auto"), "n_eval": n,

@@ -1,13 +1,13 @@
 """Figure functions shared by the notebooks and the audit.
 
 Each function takes computed results (tidy DataFrames or arrays; never raw data it has to
-model), returns a matplotlib ``Figure`` built with ``plotting.figure`` (fixed sizes, project
-theme) and never saves: callers use ``plotting.savefig``. Results tables follow the column names
-of ``coverage.coverage_table``, ``cdi.CDIResult.per_scg``, ``metrics.evaluate`` and
-``experiments.results_frame``. Methods and descriptors are drawn with the display names and
-colours of ``plotting`` (raw keys never reach a figure), and every figure with error bars says
-under it what they are (seed spread or bootstrap CI).
-"""
+model), returns a matplotlib ``Figure`` built with :func:`semcov_lib.report.outputs.figure` (fixed
+sizes, project theme) and never saves: callers use :func:`semcov_lib.report.outputs.savefig`.
+Results tables follow the column names of ``sci.coverage.coverage_table``,
+``sci.cdi.CDIResult.per_scg``, ``sci.metrics.evaluate`` and ``experiment.results.results_frame``.
+Methods and descriptors are drawn with the display names and colours of :mod:`semcov_lib.report.outputs`
+(raw keys never reach a figure), and every figure with error bars says under it what they are
+(seed spread or bootstrap CI)."""
 
 from __future__ import annotations
 
@@ -206,7 +206,8 @@ def _trend(lx: np.ndarray, y: np.ndarray, trend: str):
         grid = np.linspace(lx.min(), lx.max(), 50)
         return 10 ** grid, intercept + slope * grid
     if trend == "binned":
-        edges = np.unique(np.quantile(lx, np.linspace(0, 1, 6)))
+        edges = np.unique(np.quantile(lx, np.linspace(0, 1, 6)))  # quintile edges; ties merge bins
+        # bin index per point; the maximum (right edge) joins the last bin instead of its own
         b = np.clip(np.searchsorted(edges, lx, side="right") - 1, 0, len(edges) - 2)
         used = [i for i in range(len(edges) - 1) if np.any(b == i)]
         return [10 ** lx[b == i].mean() for i in used], [y[b == i].mean() for i in used]
@@ -260,7 +261,7 @@ def coverage_error_scatter(results, trend: str | None = "linear", min_points: in
 def _ece_from_bins(rel: pd.DataFrame) -> float:
     """ECE = Σ_b (n_b / N) |acc_b − conf_b| from a reliability table."""
     used = rel[rel["count"] > 0]
-    total = used["count"].sum()
+    total = used["count"].sum()  # N; each bin weighs n_b / N
     return float((used["count"] * (used["accuracy"] - used["confidence"]).abs()).sum() / total) if total else np.nan
 
 
@@ -525,6 +526,7 @@ def paired_difference_forest(frame: pd.DataFrame, baseline: str = "ERM", metrics
 
 def _forest_rows(ax, rows: pd.DataFrame, keys: list, c: int, n_configs: int, marker: str, config) -> None:
     """One marker + CI per method row, offset within the row for the ``c``-th configuration."""
+    # configurations share a method's row: spread them evenly over 0.6 of the row, centred on it
     offset = (c - (n_configs - 1) / 2) * (0.6 / max(n_configs, 1))
     sig = rows["significant"].fillna(False).astype(bool) if "significant" in rows else (
         (rows["ci_low"] > 0) | (rows["ci_high"] < 0))
@@ -550,6 +552,7 @@ def cdi_by_configuration(frame: pd.DataFrame, metric: str = "cdi", ncols: int = 
     """
     lo, hi = _column(frame, f"{metric}_ci_low", "ci_low"), _column(frame, f"{metric}_ci_high", "ci_high")
     cols = [metric] + [c for c in (lo, hi) if c]
+    # one point per (config, method): seeds averaged, CI bounds too (a summary, not a pooled CI)
     summary = frame.groupby(["config", "method"], sort=False)[cols].mean().reset_index()
     configs = list(dict.fromkeys(summary["config"]))
     keys = list(dict.fromkeys(summary["method"]))
@@ -586,7 +589,7 @@ def example_predictions(examples: Mapping, top_k: int = 3) -> Figure:
     """A row of images, each titled with its true class, the predictions and its top descriptor scores.
 
     ``examples``: ``images`` (N,H,W,3 uint8), ``scores`` (N,K), ``labels``, ``descriptors`` and any
-    ``preds*`` lists (e.g. ``preds`` and ``preds_erm``), as from ``analysis.example_images``.
+    ``preds*`` lists (e.g. ``preds`` and ``preds_erm``), as from ``experiment.results.example_images``.
     """
     images = examples["images"]
     n = len(images)
@@ -603,7 +606,7 @@ def example_predictions(examples: Mapping, top_k: int = 3) -> Figure:
         lines = [f"true {examples['labels'][i]}"]
         lines += [f"{method_label(k.removeprefix('preds_')) if k != 'preds' else 'model'}: {examples[k][i]}"
                   for k in pred_keys]
-        scores = np.nan_to_num(np.asarray(examples["scores"][i], float), nan=-1.0)
+        scores = np.nan_to_num(np.asarray(examples["scores"][i], float), nan=-1.0)  # unobserved: sorts last, not shown
         top = np.argsort(-scores)[:top_k]
         lines += [f"{short[t]} {scores[t]:.2f}" for t in top if scores[t] >= 0]
         ax.set_title("\n".join(lines), fontsize=5.5)

@@ -9,8 +9,10 @@ highlighted colour, ERM a dark grey used for reference lines.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import matplotlib
 
@@ -19,21 +21,26 @@ import pandas as pd
 import seaborn as sns
 
 from semcov_lib.files import atomic_path, write_text_atomic
+from semcov_lib.paths import report_root
 
-FIGSIZES = {
+# The look tables below are read-only (MappingProxyType): one name and colour per key for every
+# figure and table of a process, which nothing may change in between.
+FIGSIZES = MappingProxyType({
     "single": (3.5, 2.8),
     "wide": (7.2, 2.8),
     "square": (4.0, 4.0),
     "grid": (7.2, 5.0),
     "tall": (7.2, 7.2),
-}
-STRATUM_COLOURS = {"Tail": "#c0392b", "Middle": "#95a5a6", "Head": "#2c7fb8"}
-_THEME_SET = False
+})  # inches; "single" fits one column, "wide" the page width
+STRATUM_COLOURS = MappingProxyType({"Tail": "#c0392b", "Middle": "#95a5a6", "Head": "#2c7fb8"})
+# set_theme's last rcParams entry; finding it means the theme is already applied (matplotlib holds
+# the state, so no flag of our own can disagree with it)
+_THEME_MARK = ("svg.hashsalt", "semcov")
 
 HIGHLIGHT = "semcovnet"
 REFERENCE = "erm"
 #: method key -> (display name, colour); colour-blind-safe (Okabe-Ito / seaborn "colorblind").
-METHOD_STYLE: dict[str, tuple[str, str]] = {
+METHOD_STYLE: Mapping[str, tuple[str, str]] = MappingProxyType({
     "erm": ("ERM", "#4d4d4d"),
     "erm_desc": ("ERM + descriptors", "#a6a6a6"),
     "semcovnet": ("SemCovNet", "#d55e00"),
@@ -48,11 +55,11 @@ METHOD_STYLE: dict[str, tuple[str, str]] = {
     "crt": ("cRT", "#8c8c00"),
     "groupdro": ("GroupDRO", "#e7298a"),
     "oracle": ("Oracle (balanced coverage)", "#000000"),
-}
+})
 _FALLBACK_COLOUR = "#7f7f7f"
 
 #: descriptor column -> display name (MILK10k MONET columns; other names are cleaned generically)
-DESCRIPTOR_NAMES = {
+DESCRIPTOR_NAMES = MappingProxyType({
     "MONET_ulceration_crust": "ulceration/crust",
     "MONET_hair": "hair",
     "MONET_vasculature_vessels": "vessels",
@@ -63,21 +70,21 @@ DESCRIPTOR_NAMES = {
     # the benchmark's short concept names, and first words of the MONET columns
     "ulcer": "ulceration/crust", "ulceration": "ulceration/crust", "vasculature": "vessels",
     "pigment": "pigmented", "gel": "gel/fluid", "pen": "pen marking", "skin": "pen marking",
-}
+})
 
 SEED_SD = "error bars: SD over seeds"
 BOOTSTRAP_CI = "error bars: 95% bootstrap CI over evaluation samples"
 
 
 #: metric column -> axis label (arrows say which direction is better)
-METRIC_LABELS = {
+METRIC_LABELS = MappingProxyType({
     "cdi": "CDI (↓)", "stress_cdi": "stress CDI (↓)", "cdi_within": "within-class CDI (↓)",
     "stress_cdi_within": "stress within-class CDI (↓)", "macro_f1": "macro-F1 (↑)",
     "balanced_accuracy": "balanced accuracy (↑)", "accuracy": "accuracy (↑)", "auroc": "AUROC (↑)",
     "sens_at_95spec": "Sens@95%Spec (↑)", "ece": "ECE (↓)", "worst_group_accuracy": "worst-group accuracy (↑)",
     "tail_error": "Tail-stratum error (↓)", "middle_error": "Middle-stratum error (↓)",
     "head_error": "Head-stratum error (↓)", "tail_accuracy": "tail-class accuracy (↑)",
-}
+})
 
 
 def metric_label(name: str) -> str:
@@ -115,31 +122,40 @@ def format_p(p: float | None) -> str:
 
 def add_note(fig, text: str) -> None:
     """A small caption under the figure (e.g. what the error bars are), wrapped to its width."""
-    import textwrap
-
+    # ~17 x-small characters per inch of figure width; at least 40 so narrow figures stay readable
     text = textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 17)))
     fig.text(0.0, 0.0, text, ha="left", va="top", fontsize="x-small", color="#333333",
              transform=fig.transFigure)
 
 
 def set_theme() -> None:
-    """Apply the project's seaborn theme and matplotlib settings (idempotent)."""
-    global _THEME_SET
-    if _THEME_SET:
+    """Apply the project's seaborn theme and matplotlib settings (idempotent: a second call would
+    reset rcParams a caller changed after the first)."""
+    if matplotlib.rcParams[_THEME_MARK[0]] == _THEME_MARK[1]:
         return
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.95)
     matplotlib.rcParams.update(
         {
-            "pdf.fonttype": 42,
+            "pdf.fonttype": 42,  # TrueType fonts in PDF/PS: editable text, accepted by publishers
             "ps.fonttype": 42,
             "figure.dpi": 110,
             "savefig.dpi": 200,
             "savefig.bbox": "tight",
             "axes.titlesize": "medium",
-            "svg.hashsalt": "semcov",
+            _THEME_MARK[0]: _THEME_MARK[1],  # fixed SVG ids, so re-saved SVGs are identical
         }
     )
-    _THEME_SET = True
+
+
+def notebook_setup(output_subdir: str, wide_display: bool = False) -> tuple[Path, Path]:
+    """The notebooks' common first step: the theme, and their (figures, tables) folders under
+    ``reports/<output_subdir>/`` (``reports/`` when empty). ``wide_display`` shows up to 40
+    DataFrame columns in 200 characters, for the results tables."""
+    set_theme()
+    if wide_display:
+        pd.set_option("display.max_columns", 40, "display.width", 200)
+    root = report_root(output_subdir)
+    return root / "figures", root / "tables"
 
 
 def figure(size: str | tuple[float, float] = "single", **kwargs):
@@ -156,6 +172,7 @@ def savefig(fig, name: str, out_dir: str | Path, formats: tuple[str, ...] = ("pd
     written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
+        # no creation date and a fixed creator/software: a re-run writes byte-identical files
         metadata = {"CreationDate": None, "Creator": "semcov_lib"} if fmt == "pdf" else {"Software": "semcov_lib"}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, metadata=metadata)

@@ -7,13 +7,19 @@ Kept free of torch so the audit command and the notebooks share it cheaply; file
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-LOWER_IS_BETTER = {"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error", "middle_error",
-                   "head_error", "cdi_ci_low", "cdi_ci_high"}
+LOWER_IS_BETTER = frozenset({"cdi", "stress_cdi", "cdi_within", "stress_cdi_within", "ece", "tail_error",
+                             "middle_error", "head_error", "cdi_ci_low", "cdi_ci_high"})
+
+
+def percent(value: float, signed: bool = False) -> str:
+    """A share or relative reduction as a whole percentage: ``0.123`` -> ``12%`` (``+12%`` when
+    ``signed``); the one spelling of reductions in tables and sentences."""
+    return f"{100 * value:+.0f}%" if signed else f"{100 * value:.0f}%"
 
 
 def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int = 3, keys: Iterable[str] = ("method",)) -> pd.DataFrame:
@@ -23,6 +29,21 @@ def format_mean_std(summary: pd.DataFrame, metrics: Iterable[str], digits: int =
         mean, std = summary[f"{m}_mean"], summary[f"{m}_std"].fillna(0.0)
         out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if np.isfinite(a) else "n/a" for a, b in zip(mean, std)]
     return out
+
+
+def insert_run_facts(table: pd.DataFrame, runs: pd.DataFrame, names: Sequence[str] = ("sees descriptors",),
+                     at: int = 1) -> None:
+    """Insert per-method facts of ``runs`` (one row per run) into ``table`` (one row per method, in
+    the runs' order) as columns ``at``, ``at + 1``, ...: ``sees descriptors`` (reads scores at test
+    time), ``selection`` (the validation metric that chose the epoch), ``epochs chosen`` (per seed)."""
+    first = runs.groupby("method", sort=False)
+    facts = {
+        "sees descriptors": lambda: first["sees_descriptors_at_test"].first(),
+        "selection": lambda: first["selection_metric"].first(),
+        "epochs chosen": lambda: first["best_epoch"].apply(lambda e: "/".join(str(int(x)) for x in e)),
+    }
+    for i, name in enumerate(names):
+        table.insert(at + i, name, facts[name]().values)  # positional: the table's rows follow the runs' order
 
 
 def format_paired(table: pd.DataFrame, digits: int = 3, index: Iterable[str] = ("method",)) -> pd.DataFrame:
@@ -58,8 +79,8 @@ def paired_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
             text += " (levelling down: Head/Middle error rose)"
         if "cdi" in rows.index and np.isfinite(rows.loc["cdi", "rel_reduction"]):
             r = rows.loc["cdi"]
-            text += (f"; relative CDI reduction {100 * r['rel_reduction']:+.0f}% "
-                     f"[{100 * r['rel_ci_low']:+.0f}%, {100 * r['rel_ci_high']:+.0f}%]")
+            text += (f"; relative CDI reduction {percent(r['rel_reduction'], signed=True)} "
+                     f"[{percent(r['rel_ci_low'], signed=True)}, {percent(r['rel_ci_high'], signed=True)}]")
         sentences.append(text + ".")
     return sentences
 
@@ -72,7 +93,7 @@ def configuration_summary(paired: pd.DataFrame, methods: Iterable[str]) -> pd.Da
     table = format_paired(rows, index=keys).sort_values(keys, ignore_index=True)
     share = rows[rows["metric"] == "cdi"].set_index(keys)["share_of_reducible_gap"]
     share = share.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy(float)
-    table["share of reducible CDI gap"] = [f"{100 * v:.0f}%" if np.isfinite(v) else "n/a" for v in share]
+    table["share of reducible CDI gap"] = [percent(v) if np.isfinite(v) else "n/a" for v in share]
     gap = paired.groupby("configuration")["reducible_gap"].first()
     table["reducible CDI gap"] = table["configuration"].map(gap).map(lambda v: f"{v:.3f}")
     return table
