@@ -101,7 +101,8 @@ def prefill_oracle_features(overrides: dict, seed: int) -> None:
     nat_table, orc_table = load_table(nat_cfg), load_table(orc_cfg)
     nat_feats = cached_features(load_images(nat_table, 64), nat_cfg, False)
     images = load_images(orc_table, 64)
-    digest = config_hash({"images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(), "backbone": orc_cfg.feature_backbone,
+    pixels = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
+    digest = config_hash({"images": pixels, "backbone": orc_cfg.feature_backbone,
                           "size": orc_cfg.feature_input_size}, 20)
     path = cache_dir() / "features" / f"{orc_cfg.feature_backbone}-{orc_cfg.feature_input_size}-{digest}.npy"
     if path.is_file():

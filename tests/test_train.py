@@ -278,9 +278,9 @@ def test_train_many_prepares_each_dataset_once(tmp_path, monkeypatch):
     assert batches.data_key(configs[0]) == batches.data_key(configs[1])
     assert batches.data_key(train_config("erm", "smoke", 0, {"image_size": 16})) != batches.data_key(configs[0])
     metrics = train_many(configs, root=tmp_path, progress=False)
-    assert [m["method"] for m in metrics] == ["erm", "erm_desc"] and calls == ["erm"]
+    assert [m["method"] for m in metrics] == ["erm", "erm_desc"] and len(calls) == 1
     cache = batches.DataCache()
-    assert cache.get(configs[0]) is cache.get(configs[1]) and calls == ["erm", "erm"]
+    assert cache.get(configs[0]) is cache.get(configs[1]) and calls[1:] == ["erm"]
 
 
 def test_parallel_workers_get_one_gpu_each(monkeypatch):

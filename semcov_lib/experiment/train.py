@@ -1,4 +1,7 @@
-"""The trainer every method uses, its run folders, and the ``train`` command.
+"""The trainer every method uses: one run into its folder, many runs at once, the ``train`` command.
+
+What a run is and where its folder lives: :mod:`~semcov_lib.experiment.protocol`; its data as
+tensors and batches: :mod:`~semcov_lib.experiment.batches`.
 
 One call of :func:`train` trains one (method, configuration, seed) and writes a run folder:
 
@@ -58,14 +61,21 @@ from semcov_lib.experiment.protocol import (  # run_dir_for, train_config: noteb
     train_config,
     unfinished,
 )
-from semcov_lib.experiment.runs import RunFolderError, config_hash, folder_lock, read_json, run_manifest, seed_everything, timer
+from semcov_lib.experiment.runs import (
+    RunFolderError,
+    config_hash,
+    folder_lock,
+    read_json,
+    run_manifest,
+    seed_everything,
+    timer,
+)
 from semcov_lib.experiment.workers import RunProgress, init_worker, progress_enabled, visible_gpus
 from semcov_lib.files import atomic_path, json_ready, write_csv_atomic, write_json_atomic
 from semcov_lib.models.methods import METHODS, build_method
 from semcov_lib.models.methods.base import Method, TrainContext
 from semcov_lib.sci.cdi import Resampling, SCGReference
 from semcov_lib.sci.metrics import accuracy, balanced_accuracy, evaluate_split, macro_f1, worst_class
-
 
 
 # --------------------------------------------------------------------------- training
@@ -421,8 +431,9 @@ def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | Non
     """Train (or reuse) several runs; ``jobs > 1`` runs independent ones in parallel processes.
 
     Data (benchmark, image and feature caches) is prepared once per dataset in this process first
-    (serial runs reuse it; worker processes only read the disk caches). Each worker process gets one GPU (round-robin over
-    :func:`visible_gpus`) when there are GPUs. A line per finished run reports progress.
+    (serial runs reuse it; worker processes only read the disk caches). Each worker process gets
+    one GPU (round-robin over :func:`visible_gpus`) when there are GPUs. A line per finished run
+    reports progress.
     """
     todo = unfinished(configs, root)
     cache = DataCache()

@@ -178,5 +178,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_GRID", "TuneRule", "TuneSearch", "add_arguments", "choose", "run", "run_scores", "summarise", "tune",
-           "tune_configs"]
+__all__ = ["DEFAULT_GRID", "TuneRule", "TuneSearch", "add_arguments", "choose", "run", "run_scores", "summarise",
+           "tune", "tune_configs"]
