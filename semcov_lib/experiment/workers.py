@@ -14,6 +14,7 @@ import torch
 
 from semcov_lib.experiment.protocol import TrainConfig
 
+
 def progress_enabled(progress: bool = True) -> bool:
     """``progress`` unless the environment sets ``TQDM_DISABLE`` (1/true)."""
     return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true")
