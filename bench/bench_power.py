@@ -22,6 +22,7 @@ size and appearance rules) and evaluates it against the natural training coverag
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
 import warnings
@@ -33,14 +34,20 @@ import torch
 from semcov_lib.data import benchmark as bm
 from semcov_lib.sci.cdi import compute_cdi, spearman
 from semcov_lib.config import parse_overrides
+from semcov_lib.data.images import load_images
+from semcov_lib.experiment.batches import DataCache, SplitTensors, cached_features, load_table
+from semcov_lib.experiment.protocol import train_config
+from semcov_lib.experiment.runs import config_hash
+from semcov_lib.experiment.train import predict_probs, train
+from semcov_lib.models.backbones import extract_features
+from semcov_lib.models.methods import build_method
+from semcov_lib.paths import cache_dir
 from semcov_lib.sci.coverage import coverage_array, group_counts
 
 EVAL_SPLITS = ("test", "stress", "val_stress")
 
 
 def _split_inputs(table, features: torch.Tensor, name: str):
-    from semcov_lib.experiment.train import SplitTensors
-
     rows = np.flatnonzero(table.frame["split"].to_numpy() == name)
     levels = table.subgroup_levels()
     scores = table.scores()[rows]
@@ -76,9 +83,6 @@ def rho_within(per_scg) -> float:
 
 def feature_rate(table, n: int = 1000) -> float:
     """Seconds per image of lite0 feature extraction (default profile input size), on n images."""
-    from semcov_lib.models.backbones import extract_features
-    from semcov_lib.data.images import load_images
-
     sub = table.split("test")
     images = load_images(sub, 64)[:n]
     t0 = time.perf_counter()
@@ -91,19 +95,14 @@ def prefill_oracle_features(overrides: dict, seed: int) -> None:
     balanced training split is byte-identical (val/test/stress/val_stress rows by id, the reference
     rows are the natural training images), so only the balanced training images are extracted.
     Saves most of the oracle's feature extraction; features equal what the trainer would compute."""
-    from semcov_lib.models.backbones import extract_features
-    from semcov_lib.data.images import load_images
-    from semcov_lib.paths import cache_dir
-    from semcov_lib.experiment.train import _cached_features, _tensor_digest, load_table, train_config
-    from semcov_lib.experiment.runs import config_hash
-
     natural = {k: v for k, v in overrides.items() if k != "train_coverage"}
     nat_cfg, orc_cfg = (train_config("erm", "default", seed=seed, overrides={"benchmark_overrides": o})
                         for o in (natural, overrides))
     nat_table, orc_table = load_table(nat_cfg), load_table(orc_cfg)
-    nat_feats = _cached_features(load_images(nat_table, 64), nat_cfg, False)
+    nat_feats = cached_features(load_images(nat_table, 64), nat_cfg, False)
     images = load_images(orc_table, 64)
-    digest = config_hash({"images": _tensor_digest(images), "backbone": orc_cfg.feature_backbone,
+    pixels = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
+    digest = config_hash({"images": pixels, "backbone": orc_cfg.feature_backbone,
                           "size": orc_cfg.feature_input_size}, 20)
     path = cache_dir() / "features" / f"{orc_cfg.feature_backbone}-{orc_cfg.feature_input_size}-{digest}.npy"
     if path.is_file():
@@ -129,18 +128,15 @@ def prefill_oracle_features(overrides: dict, seed: int) -> None:
 
 def train_and_score(overrides: dict, seed: int, min_train_n: int, run_root: Path) -> dict:
     """Train ERM (default profile) on the benchmark with ``overrides``; CDI per evaluation split."""
-    from semcov_lib.data.images import load_images
-    from semcov_lib.models.methods import build_method
-    from semcov_lib.experiment.train import _cached_features, predict_probs, prepare_data, train, train_config
-
     config = train_config("erm", "default", seed=seed, overrides={"benchmark_overrides": overrides})
     run_dir = run_root / f"erm-{bm.config_hash(bm.benchmark_config('default', overrides=overrides), seed)}"
     t0 = time.perf_counter()
-    train(config, run_dir=run_dir, progress=False)
+    cache = DataCache()  # the run's data, prepared once for training and scoring
+    train(config, run_dir=run_dir, progress=False, cache=cache)
     t_train = time.perf_counter() - t0
-    data = prepare_data(config)
+    data = cache.get(config)
     table = data.table
-    features = _cached_features(load_images(table, config.image_size), config, False)
+    features = cached_features(load_images(table, config.image_size), config, False)
     model = build_method("erm", data.info, config.resolved_hp())
     model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
     model.eval()

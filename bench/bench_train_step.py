@@ -16,8 +16,10 @@ import time
 import numpy as np
 import torch
 
+from semcov_lib.models.backbones import extract_features
 from semcov_lib.models.methods import METHODS, build_method
 from semcov_lib.models.methods.base import DataInfo, TrainContext
+from semcov_lib.models.text_embed import descriptor_text
 
 DESCRIPTORS = ["MONET_ulceration_crust", "MONET_hair", "MONET_vasculature_vessels", "MONET_erythema",
                "MONET_pigmented", "MONET_gel_water_drop_fluid_dermoscopy_liquid",
@@ -26,8 +28,6 @@ DESCRIPTORS = ["MONET_ulceration_crust", "MONET_hair", "MONET_vasculature_vessel
 
 def make_info(input_shape, cached: bool, n_classes: int = 6, n_subgroups: int = 6) -> DataInfo:
     rng = np.random.default_rng(0)
-    from semcov_lib.models.text_embed import descriptor_text
-
     return DataInfo(
         classes=[f"C{i}" for i in range(n_classes)], descriptors=DESCRIPTORS, descriptor_text=descriptor_text(DESCRIPTORS),
         subgroups=[str(i) for i in range(n_subgroups)], class_counts=np.geomspace(2000, 100, n_classes).astype(int),
@@ -101,8 +101,6 @@ def main() -> None:
     methods = ["erm"] + [m for m in args.methods if m != "erm"]
     bench("compact CNN, end to end, 64 px", (3, 64, 64), False, methods, args.batch, args.repeats)
     if args.feature_shape is None:
-        from semcov_lib.models.backbones import extract_features
-
         shape = tuple(extract_features(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), input_size=96).shape[1:])
     else:
         shape = tuple(args.feature_shape)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from semcov_lib.config import load_yaml
-from semcov_lib.paths import NOTEBOOK_DIR, PARAMS_DIR, REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
+from semcov_lib.config import ConfigError
+from semcov_lib.experiment.protocol import param_profiles, profile_params
+from semcov_lib.paths import NOTEBOOK_DIR, REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
 from semcov_lib.files import write_text_atomic
 
 README = REPO_ROOT / "README.md"
@@ -31,17 +32,12 @@ README_RESULTS = "readme_results.md"
 TIMING_TABLE = "pipeline_timing.csv"
 
 
-def profiles() -> list[str]:
-    """The profile names: one ``notebooks/params/<name>.yaml`` each."""
-    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-
-
-def profile_params(profile: str) -> dict:
+def _params(profile: str) -> dict:
     """The parameters of a profile, or SystemExit with one line naming the valid profiles."""
-    if profile not in profiles():
-        raise SystemExit(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles())} "
-                         f"(files in {PARAMS_DIR.relative_to(REPO_ROOT)}/)")
-    return load_yaml(PARAMS_DIR / f"{profile}.yaml")
+    try:
+        return profile_params(profile)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def notebook_parameters(path: Path) -> set[str]:
@@ -93,7 +89,7 @@ def train_grid(params: dict, jobs: int) -> int:
 
 def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | None = None) -> pd.DataFrame:
     """Execute ``notebooks/[0-9][0-9]_*.ipynb`` in order; returns the timing table it also writes."""
-    params = dict(profile_params(profile), jobs=jobs)
+    params = dict(_params(profile), jobs=jobs)
     out_dir = REPORTS_DIR / "executed" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -121,7 +117,7 @@ def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | Non
 
 def write_timing(timing: pd.DataFrame, profile: str) -> Path:
     """Write the timing table under the profile's tables folder (``reports/tables`` for default)."""
-    folder = report_root(str(profile_params(profile).get("output_subdir", "") or "")) / "tables"
+    folder = report_root(str(_params(profile).get("output_subdir", "") or "")) / "tables"
     return write_text_atomic(folder / TIMING_TABLE, timing.to_csv(index=False))
 
 
@@ -150,14 +146,14 @@ def update_readme_results(source: str | Path = TABLES_DIR / README_RESULTS, read
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default",
-                        help=f"parameter file notebooks/params/<profile>.yaml ({', '.join(profiles())})")
+                        help=f"parameter file notebooks/params/<profile>.yaml ({', '.join(param_profiles())})")
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 03")
     parser.add_argument("--readme-results", action="store_true",
                         help="only splice the profile's tables/readme_results.md into README.md, then exit")
     args = parser.parse_args(argv)
     if args.readme_results:
-        subdir = str(profile_params(args.profile).get("output_subdir", "") or "")
+        subdir = str(_params(args.profile).get("output_subdir", "") or "")
         path = update_readme_results(report_root(subdir) / "tables" / README_RESULTS)
         print(f"updated the results section of {path}", flush=True)
         return 0

@@ -8,7 +8,7 @@ import pytest
 
 from semcov_lib.report import outputs, tables
 from semcov_lib.experiment import plan, results
-from semcov_lib.experiment.train import run_dir_for
+from semcov_lib.experiment.protocol import run_dir_for
 
 
 def _runs() -> pd.DataFrame:

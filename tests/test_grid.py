@@ -11,7 +11,7 @@ import yaml
 from semcov_lib.experiment import grid, plan, results
 from semcov_lib.cli import build_parser
 from semcov_lib.config import ConfigError, parse_overrides
-from semcov_lib.experiment.train import run_dir_for, train_config
+from semcov_lib.experiment.protocol import profile_params, run_dir_for, train_config
 
 
 def _config_from_command(line: str):
@@ -24,7 +24,7 @@ def _config_from_command(line: str):
 
 
 def test_print_commands_round_trip_to_the_same_run_folders(capsys):
-    expected = plan.pipeline_configs(grid.notebook_params("smoke"))
+    expected = plan.pipeline_configs(profile_params("smoke"))
     args = build_parser(["grid", "--profile", "smoke", "--print-commands"]).parse_args(
         ["grid", "--profile", "smoke", "--print-commands"])
     assert grid.run(args) == 0
@@ -53,7 +53,7 @@ def test_train_command_keeps_value_types(tmp_path):
 
 def test_unknown_profile_parameters_give_one_line_error():
     with pytest.raises(ConfigError, match="no notebook parameter file .*nope.yaml"):
-        grid.notebook_params("nope")
+        profile_params("nope")
 
 
 def test_local_grid_trains_through_submitit_then_reuses(tmp_path, capsys, monkeypatch):
@@ -118,7 +118,7 @@ def test_notebook_only_replots_the_runs_a_grid_trained(tmp_path):
     import papermill as pm
 
     from semcov_lib.paths import REPO_ROOT, RUNS_DIR
-    from semcov_lib.experiment.train import COMPLETE_MARKER
+    from semcov_lib.experiment.protocol import COMPLETE_MARKER
 
     groups = [plan.main_configs("smoke", [0], [m]) for m in ("erm", "erm_desc", "semcovnet")]
     groups.append(plan.descriptor_source_configs("smoke", [0])["semcovnet (predicted_test)"])

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from semcov_lib import pipeline
+from semcov_lib.experiment import protocol
 from semcov_lib.paths import REPO_ROOT
 
 
@@ -50,7 +51,7 @@ def fake_repo(tmp_path, monkeypatch):
         shutil.copy(nb, target)
 
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path / "notebooks" / "params")
+    monkeypatch.setattr(protocol, "PARAMS_DIR", tmp_path / "notebooks" / "params")
     monkeypatch.setattr(pipeline, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setattr(pipeline, "report_root", lambda sub="": tmp_path / "reports" / sub if sub else tmp_path / "reports")
     monkeypatch.setattr(pipeline, "_execute", fake_execute)

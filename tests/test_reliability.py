@@ -16,7 +16,8 @@ import torch
 
 from semcov_lib.config import ConfigError, parse_overrides
 from semcov_lib.experiment.runs import RunFolderError, folder_lock
-from semcov_lib.experiment.train import COMPLETE_MARKER, dataset_fingerprint, train, train_config
+from semcov_lib.experiment.protocol import COMPLETE_MARKER, dataset_fingerprint, train_config
+from semcov_lib.experiment.train import train
 
 FAST = {"epochs": 2, "n_boot": 20, "max_steps": 4}
 REPO = Path(__file__).resolve().parents[1]
@@ -192,8 +193,7 @@ def test_truncated_checkpoint_and_metrics_name_the_file(tmp_path, capsys):
 
 
 def test_truncated_feature_cache_is_rebuilt(tmp_path, monkeypatch):
-    import semcov_lib.models.backbones as backbones
-    from semcov_lib.experiment import train as train_module
+    from semcov_lib.experiment import batches
 
     monkeypatch.setenv("SEMCOV_CACHE", str(tmp_path))
     calls = []
@@ -202,22 +202,21 @@ def test_truncated_feature_cache_is_rebuilt(tmp_path, monkeypatch):
         calls.append(1)
         return torch.ones(len(images), 2, 1, 1)
 
-    monkeypatch.setattr(backbones, "extract_features", fake_extract)
+    monkeypatch.setattr(batches, "extract_features", fake_extract)
     config = train_config("erm", "default", 0)
     images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
-    first = train_module._cached_features(images, config, False)
+    first = batches.cached_features(images, config, False)
     (path,) = [p for p in (tmp_path / "features").rglob("*.npy") if not p.name.endswith(".keys.npy")]
     path.write_bytes(path.read_bytes()[:60])  # truncated
     with pytest.warns(UserWarning, match=str(path.name)):
-        again = train_module._cached_features(images, config, False)
+        again = batches.cached_features(images, config, False)
     assert len(calls) == 2 and torch.equal(first, again)
     np.load(path)  # rewritten whole
 
 
 def test_feature_cache_reuses_shared_images(tmp_path, monkeypatch):
     """An image set sharing images with a cached one extracts only its new images (oracle benchmarks)."""
-    import semcov_lib.models.backbones as backbones
-    from semcov_lib.experiment import train as train_module
+    from semcov_lib.experiment import batches
 
     monkeypatch.setenv("SEMCOV_CACHE", str(tmp_path))
     extracted = []
@@ -226,12 +225,12 @@ def test_feature_cache_reuses_shared_images(tmp_path, monkeypatch):
         extracted.append(len(images))
         return images.float().mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).to(torch.float16)
 
-    monkeypatch.setattr(backbones, "extract_features", fake_extract)
+    monkeypatch.setattr(batches, "extract_features", fake_extract)
     config = train_config("erm", "default", 0)
     images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).reshape(5, 3, 2, 2)
-    first = train_module._cached_features(images, config, False)
+    first = batches.cached_features(images, config, False)
     mixed = torch.cat([images[[3, 1]], torch.full((2, 3, 2, 2), 200, dtype=torch.uint8)])
-    second = train_module._cached_features(mixed, config, False)
+    second = batches.cached_features(mixed, config, False)
     assert extracted == [5, 2]  # only the two new images
     assert torch.equal(second[:2], first[[3, 1]]) and torch.all(second[2:] == 200)
 

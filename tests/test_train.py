@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from semcov_lib.config import ConfigError
-from semcov_lib.experiment.train import CheckpointError, load_checkpoint, train, train_config
+from semcov_lib.experiment.protocol import run_dir_for, train_config
+from semcov_lib.experiment.train import CheckpointError, load_checkpoint, train
 
 FAST = {"epochs": 2, "n_boot": 50}
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece",
@@ -25,6 +26,17 @@ METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95
 
 def _strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("timings",)}
+
+
+def test_run_folder_names_are_pinned():
+    """Run folders are named by ``TrainConfig.identity()``: the same configuration finds its cached
+    run folder again (these names were computed before the trainer was split into modules)."""
+    assert run_dir_for(train_config("erm", "default", 0)).name == "532d14413d-s0"
+    assert run_dir_for(train_config("semcovnet", "smoke", 1)).name == "9f7688c378-s1"
+    assert run_dir_for(train_config("erm", "paper", 2)).name == "c3cde96876-s2"
+    config = train_config("semcovnet", "smoke", 3, {"hp": {"lambda_cdi": 0.5},
+                                                    "benchmark_overrides": {"coverage_tail_exponent": 1.5}})
+    assert run_dir_for(config).name == "d71dfc022f-s3"
 
 
 def test_run_folder_contents(tmp_path):
@@ -224,12 +236,12 @@ def test_rank_shards_are_distributed_sampler_slices():
 def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
     """A ``coverage_reference`` split feeds evaluation's coverage; training statistics stay on ``train``."""
     from semcov_lib.data import table as table_mod
-    from semcov_lib.experiment import train as train_mod
+    from semcov_lib.experiment import batches
     from semcov_lib.sci.coverage import coverage_array, group_counts
 
     config = train_config("erm", "smoke", 0)
-    natural = train_mod.load_table(config)
-    default = train_mod.prepare_data(config)
+    natural = batches.load_table(config)
+    default = batches.prepare_data(config)
     assert default.eval_reference.split == "train" and default.eval_reference.coverage is default.info.coverage
     frame = natural.frame.copy()
     train_rows = np.flatnonzero(frame["split"].to_numpy() == "train")
@@ -238,9 +250,8 @@ def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
     n_val_stress = int((frame["split"] == "val_stress").sum())
     frame.loc[frame.index[val_rows[::3]], "split"] = "val_stress"
     monkeypatch.setattr(table_mod, "SPLITS", (*table_mod.SPLITS, "val_stress", "coverage_reference"), raising=True)
-    monkeypatch.setattr(train_mod, "load_table", lambda c: dataclasses.replace(natural, frame=frame))
-    monkeypatch.setattr(train_mod, "_DATA_CACHE", {})
-    data = train_mod.prepare_data(config)
+    monkeypatch.setattr(batches, "load_table", lambda c: dataclasses.replace(natural, frame=frame))
+    data = batches.prepare_data(config)  # prepares again: nothing is kept between calls
     assert set(data.splits) == {"train", "val", "test", "stress", "val_stress"}
     assert len(data.splits["train"]) == len(train_rows) - len(train_rows[::2])
     assert len(data.splits["val_stress"]) == n_val_stress + len(val_rows[::3])
@@ -255,17 +266,34 @@ def test_coverage_reference_split_sets_the_evaluation_coverage(monkeypatch):
     assert data.info.class_counts.sum() == len(data.splits["train"])  # methods see the training split only
 
 
+def test_train_many_prepares_each_dataset_once(tmp_path, monkeypatch):
+    """Serial runs of one dataset share one preparation (a DataCache owned by train_many)."""
+    from semcov_lib.experiment import batches
+    from semcov_lib.experiment.train import train_many
+
+    calls, real = [], batches.prepare_data
+    monkeypatch.setattr(batches, "prepare_data", lambda c, progress=False: calls.append(c.method) or real(c, progress))
+    fast = {"epochs": 1, "max_steps": 2, "n_boot": 10}
+    configs = [train_config(m, "smoke", 0, fast) for m in ("erm", "erm_desc")]
+    assert batches.data_key(configs[0]) == batches.data_key(configs[1])
+    assert batches.data_key(train_config("erm", "smoke", 0, {"image_size": 16})) != batches.data_key(configs[0])
+    metrics = train_many(configs, root=tmp_path, progress=False)
+    assert [m["method"] for m in metrics] == ["erm", "erm_desc"] and len(calls) == 1
+    cache = batches.DataCache()
+    assert cache.get(configs[0]) is cache.get(configs[1]) and calls[1:] == ["erm"]
+
+
 def test_parallel_workers_get_one_gpu_each(monkeypatch):
     """Worker i of ``train_many`` sees GPU i mod n of the GPUs this process may use."""
     import multiprocessing as mp
 
-    from semcov_lib.experiment.train import _init_worker, visible_gpus
+    from semcov_lib.experiment.workers import init_worker, visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert visible_gpus() == ["2", "3"]
     gpus, counter, seen = visible_gpus(), mp.get_context("spawn").Value("i", 0), []
     for _ in range(3):  # three workers start
-        _init_worker(counter, gpus)
+        init_worker(counter, gpus)
         seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
     assert seen == ["2", "3", "2"]
     for hidden in ("", "-1"):

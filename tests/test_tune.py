@@ -52,8 +52,9 @@ def test_run_scores_prefers_val_stress(tmp_path):
 
 def test_tune_end_to_end_on_smoke(tmp_path):
     grid = {"closed": {"cdi_mode": "closed_loop", "lambda_cdi": 1.0}, "off": {"use_cdi_reg": False}}
-    record = tu.tune("smoke", [0], grid=grid, overrides={"max_steps": 1, "n_boot": 0}, jobs=1,
-                     runs_root=tmp_path / "runs", out_dir=tmp_path / "tables", progress=False)
+    search = tu.TuneSearch(grid=grid, overrides={"max_steps": 1, "n_boot": 0})
+    record = tu.tune("smoke", [0], search, jobs=1, runs_root=tmp_path / "runs", out_dir=tmp_path / "tables",
+                     progress=False)
     table = pd.read_csv(tmp_path / "tables" / "tuning_semcovnet.csv")
     assert list(table["setting"]) == ["erm", "closed", "off"] * 2
     assert list(table["seed"].astype(str)) == ["0"] * 3 + ["mean"] * 3
@@ -71,4 +72,4 @@ def test_cli_rejects_method_keys():
     with pytest.raises(ValueError, match="not training keys"):
         tu.run(args)
     with pytest.raises(ValueError, match="'erm' is the reference"):
-        tu.tune("smoke", [0], grid={"erm": {}})
+        tu.tune("smoke", [0], tu.TuneSearch(grid={"erm": {}}))

@@ -28,20 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semcov_lib.paths import PARAMS_DIR
-from semcov_lib.config import ConfigError, load_yaml
-from semcov_lib.experiment.train import (
-    RunProgress,
-    TrainConfig,
-    _data_key,
-    prepare_data,
-    progress_enabled,
-    run_dir_for,
-    train,
-    train_config,
-    unfinished,
-    visible_gpus,
-)
+import submitit
+import torch
+
+from semcov_lib.config import ConfigError
+from semcov_lib.experiment.batches import data_key, prepare_data
+from semcov_lib.experiment.plan import pipeline_configs
+from semcov_lib.experiment.protocol import TrainConfig, profile_params, run_dir_for, train_config, unfinished
+from semcov_lib.experiment.train import train
+from semcov_lib.experiment.workers import RunProgress, progress_enabled, visible_gpus
+from semcov_lib.paths import RUNS_DIR
 
 POLL_S = 1.0  # how often the local executor's jobs are checked
 
@@ -57,15 +53,6 @@ class SlurmOptions:
 
 
 # --------------------------------------------------------------------------- the grid
-def notebook_params(profile: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The notebooks' parameters: ``path`` or ``notebooks/params/<profile>.yaml``."""
-    path = Path(path) if path else PARAMS_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-        raise ConfigError(f"no notebook parameter file {path}; profiles with one: {known}")
-    return load_yaml(path)
-
-
 def _yaml_value(value: Any) -> str:
     """``value`` written so that ``yaml.safe_load`` gives it back with the same type."""
     if value is None:
@@ -112,8 +99,6 @@ def train_command(config: TrainConfig, root: str | Path | None = None) -> str:
 
 def run_one(config: TrainConfig, root: str | None, threads: int = 0) -> dict[str, Any]:
     """What one grid job does: train (or reuse) one run; a short summary of its metrics."""
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
     folder = run_dir_for(config, root)
@@ -129,13 +114,11 @@ def run_local(configs: list[TrainConfig], root: str | Path | None = None, jobs: 
     Data and feature caches are prepared here first, so jobs only read them. Returns one line
     per failed run (empty when all finished); a failure does not stop the other runs.
     """
-    import submitit
-
     todo = unfinished(configs, root)
     report = RunProgress(len(todo), len({run_dir_for(c, root) for c in configs}) - len(todo), progress)
     if not todo:
         return []
-    for config in {_data_key(c): c for c in todo}.values():
+    for config in {data_key(c): c for c in todo}.values():  # fills the disk caches the jobs read
         prepare_data(config, progress=progress_enabled(progress))
     gpus = _gpu_indices()
     jobs = max(1, min(jobs, len(todo)))
@@ -178,8 +161,6 @@ def submit_slurm(configs: list[TrainConfig], options: SlurmOptions, root: str | 
     One array task per run with ``options``' resources; ``jobs`` > 0 caps how many run at
     once (SLURM's ``%`` array throttle). Each task prepares its data from the shared cache.
     """
-    import submitit
-
     todo = unfinished(configs, root)
     if not todo:
         return []
@@ -217,8 +198,6 @@ def _gpu_indices() -> list[int]:
 
 
 def _log_dir(root: str | Path | None, log_dir: str | Path | None) -> Path:
-    from semcov_lib.paths import RUNS_DIR
-
     return Path(log_dir) if log_dir else Path(root or RUNS_DIR) / "_submitit"
 
 
@@ -267,6 +246,4 @@ def run(args) -> int:
 
 
 def _grid(args) -> list[TrainConfig]:
-    from semcov_lib.experiment.plan import pipeline_configs
-
-    return pipeline_configs(notebook_params(args.profile, args.params))
+    return pipeline_configs(profile_params(args.profile, args.params))

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from semcov_lib.config import ConfigError
+from semcov_lib.data.benchmark import configuration_overrides
+from semcov_lib.experiment.protocol import TrainConfig, is_finished, run_dir_for, train_config
 from semcov_lib.experiment.results import results_frame
-from semcov_lib.experiment.train import TrainConfig, is_finished, run_dir_for, train_config
+from semcov_lib.experiment.tune import tune_configs
 from semcov_lib.models.methods import METHODS
 
 MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
@@ -111,8 +113,6 @@ def configuration_configs(profile: str, seeds: Iterable[int], configurations: It
     """(configuration, method) -> runs on that named benchmark configuration; ``oracle`` is ERM
     trained on the same configuration drawn with balanced concept coverage (the SCI that no
     coverage fix removes), evaluated against the natural training coverage."""
-    from semcov_lib.data.benchmark import configuration_overrides
-
     out: dict[tuple[str, str], list[TrainConfig]] = {}
     for name in configurations:
         overrides = configuration_overrides(name, profile)
@@ -146,8 +146,6 @@ def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> 
     that order, each run folder once. The configurations include the rebalancing baseline chosen
     on validation only once the main runs it is chosen from have finished (run the grid again).
     """
-    from semcov_lib.experiment.tune import tune_configs
-
     missing = [k for k in PIPELINE_KEYS if k not in params]
     if missing:
         raise ConfigError(f"notebook parameters lack {missing}; a parameter file needs {list(PIPELINE_KEYS)}")

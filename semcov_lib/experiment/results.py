@@ -2,7 +2,8 @@
 calibration, descriptor attention and example images.
 
 Everything here reads run folders written by :func:`semcov_lib.experiment.train.train` (only the
-attention and example figures reload a model), so tables and figures are redrawn without retraining.
+attention and example figures reload a model and prepare the run's data), so tables and figures are
+redrawn without retraining.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from semcov_lib.experiment.train import TrainConfig, is_finished, make_batch, prepare_data, run_dir_for
+from semcov_lib.data.images import load_images
+from semcov_lib.experiment.batches import PreparedData, make_batch, prepare_data
+from semcov_lib.experiment.protocol import TrainConfig, is_finished, run_dir_for
 from semcov_lib.models.methods import build_method
 from semcov_lib.models.methods.base import Method
+from semcov_lib.models.methods.sadcl import evaluate_multilabel
+from semcov_lib.sci.metrics import reliability_data
+from semcov_lib.sci.paired import flag_levelling_down, paired_from_runs
 
 METRIC_COLUMNS = (
     "accuracy", "balanced_accuracy", "macro_f1", "auroc", "sens_at_95spec", "ece", "worst_group_accuracy",
@@ -99,8 +105,6 @@ def paired_table(baseline: list[TrainConfig], others: dict[str, list[TrainConfig
                  n_boot: int = 2000, root: str | Path | None = None) -> pd.DataFrame:
     """Paired hierarchical-bootstrap differences (method - baseline) of the default metrics on one
     split, one block per method, with the levelling-down flag (Head/Middle error up, CI excluding 0)."""
-    from semcov_lib.sci.paired import flag_levelling_down, paired_from_runs
-
     base_dirs = [run_dir_for(c, root) for c in baseline]
     frames = [flag_levelling_down(paired_from_runs(base_dirs, [run_dir_for(c, root) for c in configs], split=split,
                                                    n_boot=n_boot)).assign(method=name, split=split)
@@ -143,6 +147,11 @@ def load_predictions(config: TrainConfig, split: str = "test", root: str | Path 
 
 def load_model(config: TrainConfig, root: str | Path | None = None) -> Method:
     """Rebuild a finished run's model from its ``model.pt`` (safe ``weights_only`` load)."""
+    return _model_and_data(config, root)[0]
+
+
+def _model_and_data(config: TrainConfig, root: str | Path | None = None) -> tuple[Method, PreparedData]:
+    """A finished run's model (evaluation mode) and its prepared data, which rebuilding it needs."""
     path = run_dir_for(config, root) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: train {config.method} seed {config.seed} first")
@@ -153,7 +162,7 @@ def load_model(config: TrainConfig, root: str | Path | None = None) -> Method:
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"{path} is not a loadable model state: {exc}") from exc
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), data
 
 
 def per_scg_table(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
@@ -166,8 +175,6 @@ def per_scg_table(config: TrainConfig, split: str = "test", root: str | Path | N
 
 def calibration(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> pd.DataFrame:
     """Reliability-diagram data (per confidence bin) of a finished run."""
-    from semcov_lib.sci.metrics import reliability_data
-
     preds = load_predictions(config, split, root)
     probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
     return pd.DataFrame(reliability_data(preds["label"].to_numpy(), probs))
@@ -182,8 +189,7 @@ def descriptor_attention(config: TrainConfig, split: str = "test", root: str | P
     each descriptor is present (score ≥ 0.5) and absent. With the coverage-aware DAM the model
     also returns per-descriptor token weights, which are reported directly.
     """
-    model = load_model(config, root)
-    data = prepare_data(config)
+    model, data = _model_and_data(config, root)
     part = data.splits[split]
     shares, tokens = [], []
     for start in range(0, len(part), 512):
@@ -214,8 +220,6 @@ def descriptor_attention(config: TrainConfig, split: str = "test", root: str | P
 def example_images(config: TrainConfig, n: int = 8, split: str = "test", seed: int = 0,
                    root: str | Path | None = None) -> dict:
     """A few evaluation images with their descriptor scores, labels and a run's predictions."""
-    from semcov_lib.data.images import load_images
-
     data = prepare_data(config)
     table = data.table
     rows = np.flatnonzero(table.frame["split"].to_numpy() == split)
@@ -234,12 +238,10 @@ def example_images(config: TrainConfig, n: int = 8, split: str = "test", seed: i
 def descriptor_learning_metrics(config: TrainConfig, split: str = "test", root: str | Path | None = None) -> dict:
     """Multi-label metrics (mAP, CP/CR/CF1, OP/OR/OF1, top-3) of a SADCL run trained with
     ``sadcl_task="descriptors"``: how well it predicts the descriptors (score ≥ 0.5) from pixels."""
-    from semcov_lib.models.methods.sadcl import evaluate_multilabel
-
     if config.method != "sadcl" or config.resolved_hp().get("sadcl_task") != "descriptors":
         raise ValueError("descriptor_learning_metrics needs a sadcl run with sadcl_task='descriptors'")
-    model = load_model(config, root)
-    part = prepare_data(config).splits[split]
+    model, data = _model_and_data(config, root)
+    part = data.splits[split]
     batches = (make_batch(part, torch.arange(s, min(s + 512, len(part))), torch.device("cpu"))
                for s in range(0, len(part), 512))
     return {"seed": config.seed, **evaluate_multilabel(model, batches)}

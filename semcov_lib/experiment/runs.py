@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from semcov_lib import __version__
 from semcov_lib.errors import SemcovError
@@ -40,8 +41,6 @@ def folder_lock(folder: str | Path, what: str = "run") -> Iterator[None]:
     :class:`RunFolderError` at once: results are never silently overwritten or lost. The OS
     releases the lock when the holder dies, so a killed run never leaves it stuck.
     """
-    from filelock import FileLock, Timeout
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / LOCK_NAME), timeout=0, is_singleton=False, thread_local=False)
@@ -70,7 +69,7 @@ def read_json(path: str | Path) -> Any:
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed ``random``, NumPy and torch; turn on deterministic algorithms where supported."""
-    import torch
+    import torch  # local: the audit command uses this module's folder lock and never needs torch
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -85,14 +84,6 @@ def config_hash(config: dict[str, Any], length: int = 10) -> str:
     """A short stable hash of a JSON-serialisable configuration (key order ignored)."""
     text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-
-
-
-
-
-
 
 
 def git_state() -> dict[str, Any]:
@@ -119,7 +110,7 @@ def environment_versions() -> dict[str, Any]:
         "semcov_lib": __version__,
     }
     try:
-        import torch
+        import torch  # local, as in seed_everything
 
         info["torch"] = torch.__version__
         info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

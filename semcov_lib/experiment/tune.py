@@ -21,6 +21,7 @@ the choice says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from semcov_lib.paths import TABLES_DIR
+from semcov_lib.config import parse_overrides
+from semcov_lib.experiment.protocol import TRAIN_PROFILES, TrainConfig, run_dir_for, train_config
+from semcov_lib.experiment.train import train_many
 from semcov_lib.files import write_csv_atomic, write_json_atomic
+from semcov_lib.paths import TABLES_DIR
 
 #: name -> SemCovNet hyper-parameters; the default grid of the ``tune`` command.
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
@@ -52,6 +56,15 @@ class TuneRule:
     objective: str = "cdi_within"
 
 
+@dataclass(frozen=True)
+class TuneSearch:
+    """What is trained besides ERM: the SemCovNet settings by name (None: :data:`DEFAULT_GRID`)
+    and training keys applied to every run (e.g. ``{"max_steps": 5}``)."""
+
+    grid: dict[str, dict[str, Any]] | None = None
+    overrides: dict[str, Any] | None = None
+
+
 # --------------------------------------------------------------------------- scoring
 def run_scores(run_dir: Path, config=None) -> dict[str, float]:
     """A finished run's validation scores from its metrics.json: ``val_stress`` (the
@@ -69,9 +82,7 @@ def run_scores(run_dir: Path, config=None) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- grid and choice
-def _configs(profile: str, seeds: list[int], grid: dict[str, dict], overrides: dict) -> list[tuple[str, Any]]:
-    from semcov_lib.experiment.train import train_config
-
+def _configs(profile: str, seeds: list[int], grid: dict[str, dict], overrides: dict) -> list[tuple[str, TrainConfig]]:
     pairs = [("erm", train_config("erm", profile, s, overrides)) for s in seeds]
     for name, hp in grid.items():
         pairs += [(name, train_config("semcovnet", profile, s, {**overrides, "hp": dict(hp)})) for s in seeds]
@@ -117,16 +128,15 @@ def choose(summary: pd.DataFrame, rule: TuneRule = TuneRule()) -> dict[str, Any]
             "eligible": sorted(cand.loc[ok, "setting"].astype(str))}
 
 
-def tune(profile: str = "default", seeds: list[int] | tuple[int, ...] = (0, 1, 2), grid: dict | None = None,
-         overrides: dict | None = None, jobs: int = 2, runs_root: str | Path | None = None,
-         out_dir: str | Path | None = None, rule: TuneRule = TuneRule(), progress: bool = True) -> dict[str, Any]:
+def tune(profile: str = "default", seeds: list[int] | tuple[int, ...] = (0, 1, 2), search: TuneSearch = TuneSearch(),
+         jobs: int = 2, runs_root: str | Path | None = None, out_dir: str | Path | None = None,
+         rule: TuneRule = TuneRule(), progress: bool = True) -> dict[str, Any]:
     """Train ERM and every grid setting with every seed, score on validation, choose, write tables."""
-    from semcov_lib.experiment.train import run_dir_for, train_many
-
-    grid = dict(DEFAULT_GRID if grid is None else grid)
+    grid = dict(DEFAULT_GRID if search.grid is None else search.grid)
+    overrides = dict(search.overrides or {})
     if "erm" in grid:
         raise ValueError("tune grid: 'erm' is the reference and cannot be a setting name")
-    pairs = _configs(profile, list(seeds), grid, dict(overrides or {}))
+    pairs = _configs(profile, list(seeds), grid, overrides)
     train_many([c for _, c in pairs], jobs=jobs, root=runs_root, progress=progress)
     rows = pd.DataFrame([{"setting": name, "seed": c.seed, **run_scores(run_dir_for(c, runs_root), c)}
                          for name, c in pairs])
@@ -137,7 +147,7 @@ def tune(profile: str = "default", seeds: list[int] | tuple[int, ...] = (0, 1, 2
     table = pd.concat([rows.assign(seed=rows["seed"].astype(str)), summary], ignore_index=True)
     write_csv_atomic(out_dir / "tuning_semcovnet.csv", table)
     record = {**choice, "hp": hp, "rule": asdict(rule), "profile": profile, "seeds": list(seeds),
-              "overrides": dict(overrides or {}), "grid": grid, "score_source": sorted(set(rows["source"])),
+              "overrides": overrides, "grid": grid, "score_source": sorted(set(rows["source"])),
               "summary": summary.set_index("setting")[[*SCORE_KEYS, "d_macro_f1", "d_head_error",
                                                        "d_middle_error"]].to_dict(orient="index")}
     write_json_atomic(out_dir / "tuning_choice.json", record)
@@ -146,8 +156,6 @@ def tune(profile: str = "default", seeds: list[int] | tuple[int, ...] = (0, 1, 2
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
-    from semcov_lib.experiment.train import TRAIN_PROFILES
-
     parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs trained in parallel")
@@ -159,21 +167,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from semcov_lib.config import parse_overrides
-    from semcov_lib.experiment.train import TrainConfig
-
     overrides = parse_overrides(args.set)
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "seed", "profile", "hp"}
     unknown = sorted(set(overrides) - train_keys)
     if unknown:
         raise ValueError(f"tune --set: {unknown} are not training keys; valid: {sorted(train_keys)}")
-    record = tune(args.profile, args.seeds, overrides=overrides, jobs=args.jobs, runs_root=args.runs_root,
+    record = tune(args.profile, args.seeds, TuneSearch(overrides=overrides), jobs=args.jobs, runs_root=args.runs_root,
                   out_dir=args.out, progress=not args.no_progress)
     print(f"chosen: {record['setting']} {record['hp']} ({record['reason']})")
     return 0
 
 
-__all__ = ["DEFAULT_GRID", "TuneRule", "add_arguments", "choose", "run", "run_scores", "summarise", "tune",
-           "tune_configs"]
+__all__ = ["DEFAULT_GRID", "TuneRule", "TuneSearch", "add_arguments", "choose", "run", "run_scores", "summarise",
+           "tune", "tune_configs"]
