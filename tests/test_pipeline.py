@@ -125,3 +125,15 @@ def test_make_help_prints_no_colour_codes_into_a_pipe():
     out = subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert "readme-results" in out and "grid" in out
     assert "\x1b" not in out
+
+
+def test_every_profile_has_one_parameter_file_and_one_table_entry():
+    """The profile name means the same to the generator, the trainer and the notebooks: one
+    ``notebooks/params/<name>.yaml`` per entry of ``PROFILES``, naming its own profile."""
+    from semcov_lib.data.benchmark import BENCHMARK_PROFILES
+    from semcov_lib.experiment.protocol import TRAIN_PROFILES, param_profiles, profile_params
+    from semcov_lib.profiles import PROFILES
+
+    assert param_profiles() == sorted(PROFILES) == sorted(TRAIN_PROFILES) == sorted(BENCHMARK_PROFILES)
+    for name in PROFILES:
+        assert profile_params(name)["profile"] == name

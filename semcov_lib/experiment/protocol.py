@@ -27,6 +27,7 @@ from semcov_lib.experiment.runs import RunFolderError, config_hash, read_json
 from semcov_lib.files import write_json_atomic
 from semcov_lib.models.methods import method_defaults
 from semcov_lib.paths import PARAMS_DIR, REPO_ROOT, RUNS_DIR
+from semcov_lib.profiles import PROFILES
 
 #: Backbone settings every method accepts (see ``backbones.build_backbone``).
 BACKBONE_DEFAULTS: dict[str, Any] = {
@@ -121,23 +122,8 @@ class TrainConfig:
         return data
 
 
-TRAIN_PROFILES: dict[str, dict[str, Any]] = {
-    # Proves every method runs: tiny images, the compact CNN trained end to end.
-    # shot_scale puts the thresholds at about 30% and 6% of the largest training class, so the
-    # benchmark's 6 classes split into head / medium / tail as on ImageNet-LT-style data.
-    "smoke": dict(image_size=32, backbone="cnn", feature_cache=False, epochs=2, batch_size=64, lr=2e-3, n_boot=200,
-                  shot_scale=0.35),
-    # Laptop CPU: heads trained on frozen ImageNet EfficientNet-Lite0 features cached once.
-    "default": dict(
-        image_size=64, feature_cache=True, feature_backbone="lite0", feature_input_size=96,
-        epochs=12, batch_size=128, lr=1e-3, warmup_epochs=1, n_boot=1000, shot_scale=7.0,
-    ),
-    # As the paper: EfficientNet-Lite0 fine-tuned end to end on larger images (GPU or a long CPU run).
-    "paper": dict(
-        image_size=128, backbone="lite0", feature_cache=False, epochs=30, batch_size=64, lr=3e-4,
-        warmup_epochs=2, n_boot=1000, shot_scale=25.0,
-    ),
-}
+#: Each profile's training protocol (the one profile table is :data:`semcov_lib.profiles.PROFILES`).
+TRAIN_PROFILES: dict[str, dict[str, Any]] = {name: dict(p.train) for name, p in PROFILES.items()}
 
 
 def train_config(

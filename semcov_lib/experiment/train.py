@@ -70,7 +70,7 @@ from semcov_lib.experiment.runs import (
     seed_everything,
     timer,
 )
-from semcov_lib.experiment.workers import RunProgress, init_worker, progress_enabled, visible_gpus
+from semcov_lib.experiment.workers import RunProgress, init_worker, progress_enabled, visible_gpus, worker_cache
 from semcov_lib.files import atomic_path, json_ready, write_csv_atomic, write_json_atomic
 from semcov_lib.models.methods import METHODS, build_method
 from semcov_lib.models.methods.base import Method, TrainContext
@@ -420,10 +420,11 @@ def _finish_distributed(world: int) -> None:
 
 # --------------------------------------------------------------------------- many runs
 def _train_worker(args: tuple[TrainConfig, str | None]) -> dict[str, Any]:
-    """One run in a pool worker (it prepares its data from the disk caches the parent filled)."""
+    """One run in a pool worker (it prepares its data from the disk caches the parent filled, once
+    per dataset in this worker)."""
     torch.set_num_threads(1)
     config, root = args
-    return train(config, run_dir_for(config, root), progress=False)
+    return train(config, run_dir_for(config, root), progress=False, cache=worker_cache())
 
 
 def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | None = None,

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import torch
 
+from semcov_lib.experiment.batches import DataCache
 from semcov_lib.experiment.protocol import TrainConfig
+
+#: This process's prepared data when it is a pool worker (made by :func:`init_worker`): a worker
+#: trains many runs on the same few datasets, so it prepares each once, not once per run.
+_worker_cache: DataCache | None = None
 
 
 def progress_enabled(progress: bool = True) -> bool:
@@ -59,10 +64,17 @@ def visible_gpus() -> list[str]:
 
 
 def init_worker(counter, gpus: list[str]) -> None:
-    """Worker start-up: worker i (in start order) sees only GPU gpus[i mod len(gpus)]."""
+    """Worker start-up: worker i (in start order) sees only GPU gpus[i mod len(gpus)]; it gets its
+    own data cache (:func:`worker_cache`)."""
+    global _worker_cache
+    _worker_cache = DataCache()
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
 
+
+def worker_cache() -> DataCache | None:
+    """The data cache of this pool worker process (None outside a pool worker)."""
+    return _worker_cache

@@ -14,6 +14,7 @@ import yaml
 
 from semcov_lib.config import ConfigError, apply_overrides, load_yaml, to_dict
 from semcov_lib.data.datasets.milk10k import MILK10K_CLASSES
+from semcov_lib.profiles import PROFILES
 
 GENERATOR_VERSION = 3  # bump whenever the drawn data change for an unchanged config (invalidates caches)
 
@@ -183,14 +184,8 @@ class BenchmarkConfig:
         return self.n_lesions * (2 if self.clinical_variant else 1)
 
 
-BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {
-    # Two skin tones and 6 stress images per SCG, so that even the smoke profile has SCGs that pass the
-    # CDI's validity rules (>= 10 training images per (class, subgroup), evaluation weight >= 5).
-    "smoke": BenchmarkConfig(image_size=32, n_train=900, n_val=120, n_test=300, n_stress=504, n_val_stress=504,
-                             n_skin_tones=2, skin_tone_weights=(0.5, 0.5)),
-    "default": BenchmarkConfig(),
-    "paper": BenchmarkConfig(image_size=96, n_train=18000, n_val=2500, n_test=4000, n_stress=6048, n_val_stress=3024),
-}
+#: Each profile's benchmark size (the one profile table is :data:`semcov_lib.profiles.PROFILES`).
+BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {name: BenchmarkConfig(**p.benchmark) for name, p in PROFILES.items()}
 
 
 @dataclass(frozen=True)
