@@ -36,8 +36,24 @@ class TableError(ValueError):
     """A table (or the file it came from) does not have the expected content."""
 
 
+class ClassesAndDescriptors:
+    """The two axes every SCG index runs over, for objects with ``classes`` and ``descriptors``
+    lists (the common table, and what a model is told about its training data)."""
+
+    classes: list[str]
+    descriptors: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_descriptors(self) -> int:
+        return len(self.descriptors)
+
+
 @dataclass
-class SCITable:
+class SCITable(ClassesAndDescriptors):
     """A dataset in the common format (see module docstring)."""
 
     frame: pd.DataFrame
@@ -58,14 +74,6 @@ class SCITable:
         validate_table(self)
 
     # ------------------------------------------------------------------ accessors
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_descriptors(self) -> int:
-        return len(self.descriptors)
-
     def __len__(self) -> int:
         return len(self.frame)
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from semcov_lib.data.table import ClassesAndDescriptors
+
 
 @dataclass
-class DataInfo:
+class DataInfo(ClassesAndDescriptors):
     """What a method may know about its training data (all from the training split)."""
 
     classes: list[str]
@@ -22,14 +24,6 @@ class DataInfo:
     input_shape: tuple[int, int, int]  # shape of one batch["x"] item
     features_cached: bool = False  # True when batch["x"] holds cached backbone features
     extra: dict = field(default_factory=dict)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_descriptors(self) -> int:
-        return len(self.descriptors)
 
     @property
     def n_subgroups(self) -> int:

@@ -45,26 +45,9 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.data.datasets._common import (
-    DatasetError,
-    ImageSource,
-    MissingFileError,
-    attribute_groups,
-    check_no_duplicates,
-    find_dir,
-    finish_table,
-    first_data_line,
-    fixture_color,
-    line_error,
-    line_number_of_row,
-    numeric_checker,
-    preview,
-    read_lines,
-    read_numeric_table,
-    resolve_images,
-    subgroup_option,
-    warn,
-    write_image,
-    write_text,
+    DatasetError, ImageSource, MissingFileError, attribute_groups, check_no_duplicates, find_dir,
+    finish_table, first_data_line, fixture_color, line_error, line_number_of_row, numeric_checker, preview,
+    read_lines, read_numeric_table, resolve_images, subgroup_option, warn, write_image, write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
 

@@ -55,26 +55,9 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.data.datasets._common import (
-    DatasetError,
-    ImageSource,
-    attribute_groups,
-    check_fraction,
-    choose,
-    find_base,
-    find_file,
-    finish_table,
-    holdout_mask,
-    line_error,
-    line_number_of_row,
-    numeric_checker,
-    preview,
-    read_id_table,
-    read_numeric_table,
-    resolve_images,
-    subgroup_option,
-    warn,
-    write_image,
-    write_text,
+    DatasetError, ImageSource, attribute_groups, check_fraction, choose, find_base, find_file, finish_table,
+    holdout_mask, line_error, line_number_of_row, numeric_checker, preview, read_id_table, read_numeric_table,
+    resolve_images, subgroup_option, warn, write_image, write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, SCITable
 

@@ -47,20 +47,8 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.data.datasets._common import (
-    DatasetError,
-    ImageSource,
-    MissingFileError,
-    check_fraction,
-    check_unit_interval,
-    choose,
-    connected_groups,
-    finish_table,
-    fixture_score,
-    holdout_mask,
-    preview,
-    resolve_images,
-    warn,
-    write_image,
+    DatasetError, ImageSource, MissingFileError, check_fraction, check_unit_interval, choose,
+    connected_groups, finish_table, fixture_score, holdout_mask, preview, resolve_images, warn, write_image,
     write_text,
 )
 from semcov_lib.data.datasets.milk10k import MONET_COLUMNS

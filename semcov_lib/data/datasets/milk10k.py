@@ -27,13 +27,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from semcov_lib.data.datasets._common import (
-    ImageIndex,
-    finish_table,
-    fixture_score,
-    write_image,
-    write_text,
-)
+from semcov_lib.data.datasets._common import ImageIndex, finish_table, fixture_score, write_image, write_text
 from semcov_lib.data.table import SPLITS, SCITable, TableError
 
 METADATA_FILE = "MILK10k_Training_Metadata.csv"

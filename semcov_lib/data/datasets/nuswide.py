@@ -46,25 +46,9 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.data.datasets._common import (
-    DatasetError,
-    ImageSource,
-    check_fraction,
-    check_no_duplicates,
-    choose,
-    find_base,
-    find_file,
-    finish_table,
-    holdout_mask,
-    line_error,
-    line_number_of_row,
-    numeric_checker,
-    read_lines,
-    read_numeric_table,
-    resolve_images,
-    unique_names,
-    warn,
-    write_image,
-    write_text,
+    DatasetError, ImageSource, check_fraction, check_no_duplicates, choose, find_base, find_file,
+    finish_table, holdout_mask, line_error, line_number_of_row, numeric_checker, read_lines,
+    read_numeric_table, resolve_images, unique_names, warn, write_image, write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, REQUIRED_COLUMNS, SCITable
 

@@ -30,23 +30,9 @@ import numpy as np
 import pandas as pd
 
 from semcov_lib.data.datasets._common import (
-    DatasetError,
-    ImageSource,
-    find_base,
-    find_file,
-    finish_table,
-    line_error,
-    line_number_of_row,
-    numeric_checker,
-    preview,
-    read_lines,
-    read_numeric_table,
-    resolve_images,
-    to_binary,
-    unique_names,
-    warn,
-    write_image,
-    write_text,
+    DatasetError, ImageSource, find_base, find_file, finish_table, line_error, line_number_of_row,
+    numeric_checker, preview, read_lines, read_numeric_table, resolve_images, to_binary, unique_names, warn,
+    write_image, write_text,
 )
 from semcov_lib.data.table import NO_SUBGROUP, REQUIRED_COLUMNS, SCITable
 
