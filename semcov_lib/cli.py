@@ -1,4 +1,4 @@
-"""Command-line interface: ``semcov {generate,train,verify,audit} ...`` (or ``python -m semcov_lib``).
+"""Command-line interface: ``semcov {generate,train,grid,tune,verify,audit} ...`` (or ``python -m semcov_lib``).
 
 Each sub-command lives in the module that owns the concept; that module exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from semcov_lib import pipeline
+from semcov_lib.experiment.protocol import param_profiles, profile_params
 from semcov_lib.nbparams import ParameterError, check_parameters, coerce
 from semcov_lib.paths import NOTEBOOK_DIR
 
@@ -104,7 +105,7 @@ def parameter_defaults(path: Path) -> dict:
 
 
 def test_there_are_notebooks_and_profiles():
-    assert len(NOTEBOOKS) >= 6 and "smoke" in pipeline.profiles()
+    assert len(NOTEBOOKS) >= 6 and "smoke" in param_profiles()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -112,14 +113,14 @@ def test_notebook_defaults_are_the_smoke_profile(path):
     """nbval runs the notebooks with their own defaults, which must be the smoke profile's values."""
     defaults = parameter_defaults(path)
     assert set(defaults) == pipeline.notebook_parameters(path), "every parameter is annotated"
-    smoke = pipeline.profile_params("smoke")
+    smoke = profile_params("smoke")
     shared = sorted(set(defaults) & set(smoke))
     assert "output_subdir" in shared
     assert {k: defaults[k] for k in shared} == {k: smoke[k] for k in shared}
 
 
-@pytest.mark.parametrize("profile", pipeline.profiles())
+@pytest.mark.parametrize("profile", param_profiles())
 def test_profiles_only_set_parameters_some_notebook_declares(profile):
     declared = set().union(*(pipeline.notebook_parameters(p) for p in NOTEBOOKS))
-    unused = set(pipeline.profile_params(profile)) - declared
+    unused = set(profile_params(profile)) - declared
     assert not unused, f"notebooks/params/{profile}.yaml sets {sorted(unused)}, which no notebook declares"

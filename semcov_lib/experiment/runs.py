@@ -1,7 +1,7 @@
-"""Run folders: seeding, atomic writes, configuration hashes and run manifests.
+"""Run folders: seeding, folder locks, configuration hashes and run manifests.
 
 A run folder holds everything one training run produced. Files are written atomically
-(temporary file + rename); the trainer writes a completion marker last, so a folder without
+(:mod:`semcov_lib.files`); the trainer writes a completion marker last, so a folder without
 one is resumable or disposable. :func:`folder_lock` keeps two processes out of one folder.
 """
 

@@ -1,0 +1,2 @@
+"""Models: backbones, descriptor-text embeddings, losses and the methods (SemCovNet, its peers and
+the baselines) behind one registry."""

@@ -1,0 +1,1 @@
+"""Reports: figures, display tables, the output writers and the ``audit`` command."""

@@ -1,4 +1,6 @@
-"""One look for every figure: a seaborn theme set once and a ``savefig`` writing PDF + PNG.
+"""Every file a notebook or command writes for a reader: one look for every figure (a seaborn theme
+set once, ``savefig`` writing PDF + PNG atomically), the table writers (CSV + LaTeX, Markdown) and
+the notebooks' output folders (:func:`notebook_setup`).
 
 Figures have fixed sizes (``FIGSIZES``) so regenerated PDFs and PNGs line up in the paper,
 and PDF metadata is stable (no creation date) so re-running gives identical files.
