@@ -22,7 +22,6 @@ size and appearance rules) and evaluates it against the natural training coverag
 from __future__ import annotations
 
 import argparse
-import hashlib
 import tempfile
 import time
 import warnings
@@ -35,13 +34,11 @@ from semcov_lib.data import benchmark as bm
 from semcov_lib.sci.cdi import compute_cdi, spearman
 from semcov_lib.config import parse_overrides
 from semcov_lib.data.images import load_images
-from semcov_lib.experiment.batches import DataCache, SplitTensors, cached_features, load_table
+from semcov_lib.experiment.batches import DataCache, SplitTensors, cached_features
 from semcov_lib.experiment.protocol import train_config
-from semcov_lib.experiment.runs import config_hash
 from semcov_lib.experiment.train import predict_probs, train
 from semcov_lib.models.backbones import extract_features
 from semcov_lib.models.methods import build_method
-from semcov_lib.paths import cache_dir
 from semcov_lib.sci.coverage import coverage_array, group_counts
 
 EVAL_SPLITS = ("test", "stress", "val_stress")
@@ -90,40 +87,6 @@ def feature_rate(table, n: int = 1000) -> float:
     return (time.perf_counter() - t0) / len(images)
 
 
-def prefill_oracle_features(overrides: dict, seed: int) -> None:
-    """Write the oracle benchmark's feature cache from the natural one's: every image but the
-    balanced training split is byte-identical (val/test/stress/val_stress rows by id, the reference
-    rows are the natural training images), so only the balanced training images are extracted.
-    Saves most of the oracle's feature extraction; features equal what the trainer would compute."""
-    natural = {k: v for k, v in overrides.items() if k != "train_coverage"}
-    nat_cfg, orc_cfg = (train_config("erm", "default", seed=seed, overrides={"benchmark_overrides": o})
-                        for o in (natural, overrides))
-    nat_table, orc_table = load_table(nat_cfg), load_table(orc_cfg)
-    nat_feats = cached_features(load_images(nat_table, 64), nat_cfg, False)
-    images = load_images(orc_table, 64)
-    pixels = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
-    digest = config_hash({"images": pixels, "backbone": orc_cfg.feature_backbone,
-                          "size": orc_cfg.feature_input_size}, 20)
-    path = cache_dir() / "features" / f"{orc_cfg.feature_backbone}-{orc_cfg.feature_input_size}-{digest}.npy"
-    if path.is_file():
-        return
-    nat_rows = {sid: i for i, sid in enumerate(nat_table.frame["sample_id"])}
-    nat_train = np.flatnonzero(nat_table.frame["split"].to_numpy() == "train")
-    split = orc_table.frame["split"].to_numpy()
-    source = np.array([nat_rows.get(sid, -1) for sid in orc_table.frame["sample_id"]])
-    source[split == "coverage_reference"] = nat_train
-    fresh = np.flatnonzero(split == "train")
-    source[fresh] = -1
-    out = torch.empty((len(split), *nat_feats.shape[1:]), dtype=nat_feats.dtype)
-    keep = source >= 0
-    out[torch.from_numpy(np.flatnonzero(keep))] = nat_feats[torch.from_numpy(source[keep])]
-    t0 = time.perf_counter()
-    out[torch.from_numpy(fresh)] = extract_features(images[torch.from_numpy(fresh)], name="lite0",
-                                                    input_size=orc_cfg.feature_input_size)
-    print(f"oracle: extracted {len(fresh)} balanced training images' features in {time.perf_counter() - t0:.1f} s, "
-          f"reused {int(keep.sum())}", flush=True)
-    assert (~keep).sum() == len(fresh)
-    np.save(path, out.numpy())
 
 
 def train_and_score(overrides: dict, seed: int, min_train_n: int, run_root: Path) -> dict:
@@ -200,7 +163,6 @@ def main() -> None:
         results["erm"] = train_and_score(overrides, args.seed, args.min_train_n, Path(tmp))
         report("erm", results["erm"], 0.0, 0.0)
         if args.oracle:
-            prefill_oracle_features(variants["oracle"], args.seed)
             results["oracle"] = train_and_score(variants["oracle"], args.seed, args.min_train_n, Path(tmp))
             report("oracle", results["oracle"], 0.0, 0.0)
     if not args.no_timing:
