@@ -52,7 +52,7 @@ from semcov_lib.experiment.batches import (
     make_batch,
     prepare_data,
 )
-from semcov_lib.experiment.protocol import (  # run_dir_for, train_config: notebooks import them from here too
+from semcov_lib.experiment.protocol import (
     COMPLETE_MARKER,
     TRAIN_PROFILES,
     TrainConfig,
