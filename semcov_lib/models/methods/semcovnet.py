@@ -72,7 +72,7 @@ DEFAULTS: dict = {
     "cdi_warmup_epochs": 2,
     "cdi_ema": 0.9,
     "cdi_eps": 1e-3,
-    # Coverage correction: chosen by `semcov tune` (semcov_lib/tune.py) on the coverage-balanced
+    # Coverage correction: chosen by `semcov tune` (semcov_lib/experiment/tune.py) on the coverage-balanced
     # validation part only (val_stress; test and stress choose nothing): default profile, seeds
     # 0-2, table reports/tables/tuning_semcovnet.csv, choice in tuning_choice.json. Rule: lowest
     # mean validation cdi_within among settings whose macro-F1 is >= ERM - 0.5 points and whose
