@@ -185,3 +185,21 @@ def test_header_only_table_and_stale_outputs(tmp_path, capsys):
     assert not left & {"per_scg_error.csv", "group_accuracy.csv", "class_recall.csv", "coverage_vs_error.png",
                        "coverage_heatmap.pdf"}
     assert "my_notes.txt" in left and json.loads((out / "summary.json").read_text())["has_predictions"] is False
+
+
+def test_descriptor_tests_use_the_reference_membership_rule():
+    """With a hard rule at the training medians, the per-descriptor tests binarise the scores at
+    those medians, as the coverage tables and the overall test do (not at the default tau 0.5)."""
+    from semcov_lib.sci.coverage import Membership, descriptor_permutation_tests
+
+    frame, _, (y, _, a, _) = synthetic(seed=3)
+    rs = Resampling(n_boot=0, n_perm=30, seed=1)
+    res = audit_table(frame, COLUMNS, reference_options={"mode": "hard", "thresholds": "median"}, resampling=rs)
+    assert res["summary"]["same_rows"]  # COLUMNS names no split or subgroup: every row, one subgroup
+    rule = Membership("hard", 0.5, np.nanmedian(a, axis=0))
+    args = (y, np.zeros(len(y), int), a, 3, 1, rs)
+    expected = descriptor_permutation_tests(*args, rule, descriptors=DESCRIPTORS)
+    at_half = descriptor_permutation_tests(*args, Membership("hard", 0.5), descriptors=DESCRIPTORS)
+    got = res["descriptor_tests"].set_index("descriptor")["statistic"]
+    np.testing.assert_allclose(got.to_numpy(), expected.set_index("descriptor")["statistic"].to_numpy())
+    assert not np.allclose(got.to_numpy(), at_half.set_index("descriptor")["statistic"].to_numpy())

@@ -44,7 +44,6 @@ import pandas as pd
 from semcov_lib.sci.cdi import CDIWarning, Resampling, SCGReference, compute_cdi
 from semcov_lib.sci.coverage import (
     CoverageError,
-    Membership,
     coverage_table,
     descriptor_permutation_tests,
     permutation_test,
@@ -307,8 +306,8 @@ def _coverage_part(reference: SCGReference, data, train: np.ndarray, rs: Resampl
         if by_subgroup else None,
         "coverage_array": reference.coverage,
         "permutation": permutation_test(y, s, scores, T, S, rs, rule),
-        "descriptor_tests": descriptor_permutation_tests(y, s, scores, T, S, rs, Membership(reference.mode),
-                                                         descriptors=names),
+        # the same membership rule (mode, tau, training thresholds) as the coverage and the overall test
+        "descriptor_tests": descriptor_permutation_tests(y, s, scores, T, S, rs, rule, descriptors=names),
     }
 
 
