@@ -8,6 +8,7 @@ import pytest
 
 from semcov_lib.sci.coverage import (
     CoverageError,
+    Membership,
     Resampling,
     across_class_variance,
     assign_strata,
@@ -64,14 +65,14 @@ def test_soft_coverage_matches_loops():
 def test_hard_coverage_tau_and_median():
     y, s, a = random_data(seed=1)
     cov, _ = slow_coverage(y, s, a, 4, 3, phi=lambda v: float(v >= 0.3))
-    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, mode="hard", tau=0.3), cov, equal_nan=True)
+    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, Membership("hard", tau=0.3)), cov, equal_nan=True)
     med = median_thresholds(a)
     np.testing.assert_allclose(med, [np.median(a[~np.isnan(a[:, k]), k]) for k in range(3)])
     expected = np.stack([slow_coverage(y, s, a[:, [k]], 4, 3, phi=lambda v, m=med[k]: float(v >= m))[0][:, 0]
                          for k in range(3)], axis=1)
-    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, mode="hard", thresholds="median"), expected,
+    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, Membership("hard", thresholds="median")), expected,
                                equal_nan=True)
-    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, mode="hard", thresholds=med), expected, equal_nan=True)
+    np.testing.assert_allclose(coverage_array(y, s, a, 4, 3, Membership("hard", thresholds=med)), expected, equal_nan=True)
 
 
 def test_nan_is_masked_not_zero():
@@ -143,7 +144,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(CoverageError, match="differ in length"):
         coverage_array(y, None, np.array([[0.2]]), 2)
     with pytest.raises(CoverageError, match="mode"):
-        coverage_array(y, None, np.array([[0.2], [0.3]]), 2, mode="fuzzy")
+        coverage_array(y, None, np.array([[0.2], [0.3]]), 2, rule=Membership("fuzzy"))
 
 
 def test_across_class_variance_matches_loops():

@@ -148,7 +148,7 @@ class SCGReference:
                 raise CoverageError(f"thresholds must be an array or 'median', got {options['thresholds']!r}")
             options["thresholds"] = median_thresholds(a)
         mode, tau = options.get("mode", "soft"), options.get("tau", 0.5)
-        cov = coverage_array(labels, subgroups, a, T, S, mode, tau, options.get("thresholds"))
+        cov = coverage_array(labels, subgroups, a, T, S, Membership(mode, tau, options.get("thresholds")))
         counts = group_counts(labels, subgroups, T, S)
         return cls(coverage=cov, group_counts=counts, class_counts=counts.sum(axis=1), classes=classes,
                    descriptors=descriptors, subgroups=subgroup_levels, **options)

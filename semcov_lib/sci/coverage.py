@@ -246,12 +246,10 @@ def coverage_array(
     scores: np.ndarray,
     n_classes: int,
     n_subgroups: int = 1,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    rule: Membership = Membership(),
 ) -> np.ndarray:
     """Coverage cov_g = n_g / N_cs as a (T, K, S) array, NaN where N_cs (observed) is 0."""
-    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, Membership(mode, tau, thresholds))
+    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, rule)
     return _ratio(support, n_obs)
 
 
@@ -261,12 +259,10 @@ def support_array(
     scores: np.ndarray,
     n_classes: int,
     n_subgroups: int = 1,
-    mode: str = "soft",
-    tau: float = 0.5,
-    thresholds: np.ndarray | str | None = None,
+    rule: Membership = Membership(),
 ) -> np.ndarray:
     """Support n_g = sum_i w_ig as a (T, K, S) array, NaN where N_cs (observed) is 0."""
-    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, Membership(mode, tau, thresholds))
+    support, n_obs, _ = _parts(labels, subgroups, scores, n_classes, n_subgroups, rule)
     return np.where(n_obs > 0, support, np.nan)
 
 
@@ -286,11 +282,9 @@ def group_counts(labels: np.ndarray, subgroups: np.ndarray | None, n_classes: in
     return np.bincount(cells, minlength=n_classes * n_subgroups).reshape(n_classes, n_subgroups)
 
 
-def prevalence(
-    scores: np.ndarray, mode: str = "soft", tau: float = 0.5, thresholds: np.ndarray | str | None = None
-) -> np.ndarray:
+def prevalence(scores: np.ndarray, rule: Membership = Membership()) -> np.ndarray:
     """Global prevalence pi_k = mean over observed samples of phi(a_ik), (K,) (NaN if never observed)."""
-    phi = membership(scores, mode, tau, thresholds)
+    phi = rule(scores)
     obs = ~np.isnan(phi)
     n = obs.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -362,7 +356,7 @@ def coverage_table(
         ["all"] if subgroups is None else [str(i) for i in range(n_sub)])
     support, n_obs, groups = _parts(labels, subgroups, a, n_classes, max(n_sub, 1), membership)
     cov = _ratio(support, n_obs)
-    pi = prevalence(a, membership.mode, membership.tau, membership.thresholds)
+    pi = prevalence(a, membership)
     T, K, S = cov.shape
     ci, ki, si = (x.ravel() for x in np.meshgrid(np.arange(T), np.arange(K), np.arange(S), indexing="ij"))
     frame = pd.DataFrame({
