@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from semcov_lib.config import ConfigError
-from semcov_lib.experiment.protocol import param_profiles, profile_params
+from semcov_lib.profiles import param_profiles, profile_params
 from semcov_lib.paths import NOTEBOOK_DIR, REPO_ROOT, REPORTS_DIR, TABLES_DIR, report_root
 from semcov_lib.files import write_text_atomic
 

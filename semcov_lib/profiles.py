@@ -8,8 +8,12 @@ thing to the generator, the trainer and the pipeline (a test checks the files ma
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from semcov_lib.config import ConfigError, load_yaml
+from semcov_lib.paths import PARAMS_DIR, REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,22 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
                                     batch_size=64, lr=3e-4, warmup_epochs=2, n_boot=1000, shot_scale=25.0)),
     ),
 })
+
+
+def param_profiles() -> list[str]:
+    """The profiles with a notebook parameter file: one ``notebooks/params/<name>.yaml`` each."""
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def profile_params(profile: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The notebooks' parameters of ``profile``: ``path``, else ``notebooks/params/<profile>.yaml``.
+
+    A missing file is one line naming the profiles that have one.
+    """
+    unknown = "" if path else f"unknown profile {profile!r}: "
+    path = Path(path) if path else PARAMS_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        folder = PARAMS_DIR.relative_to(REPO_ROOT) if PARAMS_DIR.is_relative_to(REPO_ROOT) else PARAMS_DIR
+        raise ConfigError(f"{unknown}no notebook parameter file {path}; valid profiles: "
+                          f"{', '.join(param_profiles())} (files in {folder}/)")
+    return load_yaml(path)

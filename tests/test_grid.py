@@ -11,7 +11,8 @@ import yaml
 from semcov_lib.experiment import grid, plan, results
 from semcov_lib.cli import build_parser
 from semcov_lib.config import ConfigError, parse_overrides
-from semcov_lib.experiment.protocol import profile_params, run_dir_for, train_config
+from semcov_lib.experiment.protocol import run_dir_for, train_config
+from semcov_lib.profiles import profile_params
 
 
 def _config_from_command(line: str):

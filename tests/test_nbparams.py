@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from semcov_lib import pipeline
-from semcov_lib.experiment.protocol import param_profiles, profile_params
+from semcov_lib.profiles import param_profiles, profile_params
 from semcov_lib.nbparams import ParameterError, check_parameters, coerce
 from semcov_lib.paths import NOTEBOOK_DIR
 

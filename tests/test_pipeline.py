@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from semcov_lib import pipeline
-from semcov_lib.experiment import protocol
+from semcov_lib import profiles
 from semcov_lib.paths import REPO_ROOT
 
 
@@ -51,7 +51,7 @@ def fake_repo(tmp_path, monkeypatch):
         shutil.copy(nb, target)
 
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(protocol, "PARAMS_DIR", tmp_path / "notebooks" / "params")
+    monkeypatch.setattr(profiles, "PARAMS_DIR", tmp_path / "notebooks" / "params")
     monkeypatch.setattr(pipeline, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.setattr(pipeline, "report_root", lambda sub="": tmp_path / "reports" / sub if sub else tmp_path / "reports")
     monkeypatch.setattr(pipeline, "_execute", fake_execute)
@@ -131,7 +131,8 @@ def test_every_profile_has_one_parameter_file_and_one_table_entry():
     """The profile name means the same to the generator, the trainer and the notebooks: one
     ``notebooks/params/<name>.yaml`` per entry of ``PROFILES``, naming its own profile."""
     from semcov_lib.data.benchmark import BENCHMARK_PROFILES
-    from semcov_lib.experiment.protocol import TRAIN_PROFILES, param_profiles, profile_params
+    from semcov_lib.experiment.protocol import TRAIN_PROFILES
+    from semcov_lib.profiles import param_profiles, profile_params
     from semcov_lib.profiles import PROFILES
 
     assert param_profiles() == sorted(PROFILES) == sorted(TRAIN_PROFILES) == sorted(BENCHMARK_PROFILES)

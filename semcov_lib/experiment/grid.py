@@ -34,7 +34,8 @@ import torch
 from semcov_lib.config import ConfigError
 from semcov_lib.experiment.batches import data_key, prepare_data
 from semcov_lib.experiment.plan import pipeline_configs
-from semcov_lib.experiment.protocol import TrainConfig, profile_params, run_dir_for, train_config, unfinished
+from semcov_lib.experiment.protocol import TrainConfig, run_dir_for, train_config, unfinished
+from semcov_lib.profiles import profile_params
 from semcov_lib.experiment.train import train
 from semcov_lib.experiment.workers import RunProgress, progress_enabled, visible_gpus
 from semcov_lib.paths import RUNS_DIR

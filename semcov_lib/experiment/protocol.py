@@ -3,9 +3,7 @@
 :class:`TrainConfig` (built by :func:`train_config` from a profile of :data:`TRAIN_PROFILES`)
 determines a run; :meth:`TrainConfig.identity` is what makes two runs the same run, and its
 hash names the run folder (:func:`run_dir_for`). A run folder is finished once its ``COMPLETE``
-marker names that hash (:func:`is_finished`, :func:`finished_metrics`). The notebooks' parameter
-files (``notebooks/params/<profile>.yaml``) are read here too (:func:`profile_params`), since
-they decide which runs exist.
+marker names that hash (:func:`is_finished`, :func:`finished_metrics`).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from semcov_lib.data.benchmark import config_hash as benchmark_hash
 from semcov_lib.experiment.runs import RunFolderError, config_hash, read_json
 from semcov_lib.files import write_json_atomic
 from semcov_lib.models.methods import method_defaults
-from semcov_lib.paths import PARAMS_DIR, REPO_ROOT, RUNS_DIR
+from semcov_lib.paths import RUNS_DIR
 from semcov_lib.profiles import PROFILES
 
 #: Backbone settings every method accepts (see ``backbones.build_backbone``).
@@ -266,23 +264,3 @@ def load_run(config: TrainConfig, root: str | Path | None = None) -> dict[str, A
     if not is_finished(path.parent):
         raise FileNotFoundError(f"no finished run for {config.method} seed {config.seed} at {path.parent}")
     return json.loads(path.read_text())
-
-
-# --------------------------------------------------------------------------- notebook parameter files
-def param_profiles() -> list[str]:
-    """The profiles with a notebook parameter file: one ``notebooks/params/<name>.yaml`` each."""
-    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-
-
-def profile_params(profile: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The notebooks' parameters of ``profile``: ``path``, else ``notebooks/params/<profile>.yaml``.
-
-    A missing file is one line naming the profiles that have one.
-    """
-    unknown = "" if path else f"unknown profile {profile!r}: "
-    path = Path(path) if path else PARAMS_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        folder = PARAMS_DIR.relative_to(REPO_ROOT) if PARAMS_DIR.is_relative_to(REPO_ROOT) else PARAMS_DIR
-        raise ConfigError(f"{unknown}no notebook parameter file {path}; valid profiles: "
-                          f"{', '.join(param_profiles())} (files in {folder}/)")
-    return load_yaml(path)
