@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from semcov_lib.data.table import TableError
-from semcov_lib.files import write_npy_atomic
+from semcov_lib.files import write_npy_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,13 +49,12 @@ def write_bundle(root: str | Path, rel_paths: Sequence[str], array: np.ndarray) 
     if len(rel_paths) != len(array):
         raise ImageLoadError(f"bundle: {len(rel_paths)} paths for {len(array)} images")
     npy, index = _bundle_files(root, array.shape[2])
-    npy.parent.mkdir(parents=True, exist_ok=True)
     files = {}
     for row, rel in enumerate(rel_paths):
         st = os.stat(root / rel)
         files[str(rel)] = [row, st.st_size, st.st_mtime_ns]
-    np.save(npy, array)
-    index.write_text(json.dumps({"size": int(array.shape[2]), "files": files}))
+    write_npy_atomic(npy, array)
+    write_text_atomic(index, json.dumps({"size": int(array.shape[2]), "files": files}))  # last: the pair is complete
     return npy
 
 
