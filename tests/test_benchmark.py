@@ -430,3 +430,27 @@ def test_erm_errs_more_on_rare_scgs():
     # the least-covered quarter of the SCGs errs clearly more than the best-covered quarter
     order = np.argsort(cov)
     assert err[order[: len(order) // 4]].mean() > err[order[-len(order) // 4:]].mean() + 0.15
+
+
+def test_variant_scope_concept_shares_one_look_per_concept():
+    from semcov_lib.data.benchmark.design import _variant_shifts
+
+    scg = bm.benchmark_config("smoke")
+    shared = bm.benchmark_config("smoke", overrides={"concept_variant_scope": "concept"})
+    per_scg, per_concept = _variant_shifts(scg, 0), _variant_shifts(shared, 0)
+    assert per_scg.shape == per_concept.shape == (6, 7, len(bm.APPEARANCE_FIELDS))
+    radius = np.array([bm.CLASS_APPEARANCE[n][0] for n in scg.resolved_class_names()])
+    for k in range(7):
+        # colour and pattern identical in every class, size +-20% of each class's own radius
+        assert (per_concept[:, k, 4:] == per_concept[0, k, 4:]).all()
+        np.testing.assert_allclose(np.abs(per_concept[:, k, 0]), 0.2 * radius)
+        assert len({np.sign(v) for v in per_concept[:, k, 0]}) == 1
+    assert not all((per_scg[:, k, 4:] == per_scg[0, k, 4:]).all() for k in range(7))  # "scg": own look per class
+    assert (per_concept[:, :, 4:] != per_concept[0, 0, 4:]).any()  # concepts differ from each other
+    # only the variant looks change: classes, concepts and splits are drawn identically
+    a = bm.sample_benchmark_metadata(scg, 0)
+    b = bm.sample_benchmark_metadata(shared, 0)
+    pd.testing.assert_series_equal(a["label"], b["label"])
+    pd.testing.assert_frame_equal(a.filter(like="gt_"), b.filter(like="gt_"))
+    with pytest.raises(ValueError, match="concept_variant_scope"):
+        bm.benchmark_config("smoke", overrides={"concept_variant_scope": "class"})

@@ -31,6 +31,7 @@ SPLIT_ORDER = ("train", "val", "test", "stress", "val_stress")
 REFERENCE_SPLIT = "coverage_reference"
 TRAIN_COVERAGES = ("natural", "balanced")
 DESCRIPTOR_KINDS = ("soft", "hard")
+VARIANT_SCOPES = ("scg", "concept")
 
 # Lesion appearance of each class: one vector per class (fields below); interpolated and noised.
 APPEARANCE_FIELDS = (
@@ -96,6 +97,9 @@ class BenchmarkConfig:
     # reducible SCI: a concept that is rare for a class gives the lesion a (class, concept)-specific
     # variant look (extra pattern, colour and size change), learnable from enough examples
     concept_variant: float = 1.0
+    # whose variant look it is: "scg" = its own look for every (class, concept); "concept" = one look
+    # per concept, shared by every class in which the concept is rare (compositional)
+    concept_variant_scope: str = "scg"
     # irreducible SCI: how far a rare concept pulls the lesion towards the concept's home class
     concept_mimicry: float = 0.1
     intensity_min: float = 0.5  # concept intensity ~ U(intensity_min, 1)
@@ -166,6 +170,8 @@ class BenchmarkConfig:
             bad("train_coverage", f"must be one of {list(TRAIN_COVERAGES)}")
         if self.descriptor_kind not in DESCRIPTOR_KINDS:
             bad("descriptor_kind", f"must be one of {list(DESCRIPTOR_KINDS)}")
+        if self.concept_variant_scope not in VARIANT_SCOPES:
+            bad("concept_variant_scope", f"must be one of {list(VARIANT_SCOPES)}")
         for key in ("class_separation", "appearance_noise", "concept_strength", "concept_mimicry", "concept_variant",
                     "score_noise",
                     "subgroup_jitter", "score_gain", "score_confound", "score_miscalibration", "tone_effect"):
@@ -207,6 +213,17 @@ BENCHMARK_CONFIGS: dict[str, NamedConfiguration] = {
     "hard_descriptors": NamedConfiguration(
         "0/1 concept annotations (CelebA-like) instead of soft probabilities: coverage and CDI weights "
         "become counts, and a method cannot lean on score calibration.", {"descriptor_kind": "hard"}),
+    "compositional": NamedConfiguration(
+        "A concept that is rare for a class gives the lesion the concept's own variant look, shared by "
+        "every class in which it is rare (concept_variant_scope=concept), so the rare SCGs of one concept "
+        "pool their examples. Measured (3 seeds, stress): ERM CDI 0.34, balanced-coverage oracle 0.09; "
+        "sharing the look did not let SemCovNet (closed_loop), erm_desc or GroupDRO remove any of the gap.",
+        {"concept_variant_scope": "concept"}),
+    "shortcut": NamedConfiguration(
+        "Neither a variant look nor mimicry (both 0): what is left of the SCI is the concepts' own "
+        "correlation with the classes. Measured (3 seeds, stress): ERM CDI 0.33, balanced-coverage "
+        "oracle 0.04, so most of the default's reducible SCI exists without the designed mechanism.",
+        {"concept_variant": 0.0, "concept_mimicry": 0.0}),
     "strong_mimicry": NamedConfiguration(
         "The harder case: a rare concept pulls the lesion strongly towards the concept's home class "
         "(mimicry 0.6, the first benchmark version's value), so rare SCGs are also confusable with "

@@ -106,8 +106,12 @@ def _variant_shifts(cfg: BenchmarkConfig, seed: int) -> np.ndarray:
     pattern fields, weight 0.7), a colour shift of 0.15 in a fixed direction and a size change
     of +-20%. It is the same for every lesion of the SCG (only its amount varies with the
     concept's intensity), so a model that saw enough of the SCG learns it; drawn from its own
-    stream, so it does not move any other draw.
+    stream, so it does not move any other draw. With ``concept_variant_scope="concept"`` every
+    class shares the concept's look (pattern, colour direction, size sign), so the rare SCGs of
+    one concept teach each other: the compositional case.
     """
+    if cfg.concept_variant_scope == "concept":
+        return _shared_variant_shifts(cfg, seed)
     names = cfg.resolved_class_names()
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 211]))
     shifts = np.zeros((len(names), len(CONCEPTS), len(APPEARANCE_FIELDS)))
@@ -118,6 +122,21 @@ def _variant_shifts(cfg: BenchmarkConfig, seed: int) -> np.ndarray:
             shifts[c, k, 4:7] = 0.15 * colour / np.linalg.norm(colour)
             shifts[c, k, 0] = CLASS_APPEARANCE[name][0] * rng.choice([-0.2, 0.2])
             shifts[c, k, absent[rng.integers(len(absent))]] = 0.7
+    return shifts
+
+
+def _shared_variant_shifts(cfg: BenchmarkConfig, seed: int) -> np.ndarray:
+    """(C, K, F) variant looks with one look per concept: the same pattern field (+0.7), colour
+    direction (0.15) and size sign (+-20% of the class's radius) in every class."""
+    names = cfg.resolved_class_names()
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 223]))
+    shifts = np.zeros((len(names), len(CONCEPTS), len(APPEARANCE_FIELDS)))
+    radius = np.array([CLASS_APPEARANCE[n][0] for n in names])
+    for k in range(len(CONCEPTS)):
+        colour = rng.normal(size=3)
+        shifts[:, k, 4:7] = 0.15 * colour / np.linalg.norm(colour)
+        shifts[:, k, 0] = radius * rng.choice([-0.2, 0.2])
+        shifts[:, k, 7 + rng.integers(len(APPEARANCE_FIELDS) - 7)] = 0.7
     return shifts
 
 
