@@ -1,4 +1,5 @@
-"""DVA loss, coverage-aware DVA weights and the CDI regulariser on tiny hand-computed inputs."""
+"""DVA loss, coverage-aware DVA weights, the CDI regulariser and the coverage-balancing corrections on tiny
+hand-computed inputs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 
 from semcov_lib.models.losses.alignment import (
     CDIRegularizer,
+    ConceptLogitAdjustment,
+    CoverageBalancingWeights,
     RareSCGWeights,
     dva_loss,
     dva_sample_weights,
@@ -281,3 +284,72 @@ def test_rare_weights_bad_arguments():
         RareSCGWeights(np.zeros((1, 1, 1)), "squared")
     with pytest.raises(ValueError, match="cdi mode"):
         CDIRegularizer(np.zeros((1, 1, 1)), mode="closed_loop")
+
+
+# --------------------------------------------------------------------------- balancing to flat coverage
+def _two_concepts() -> np.ndarray:
+    """Class 0: concept rates (0.8, 0.2), class 1: (0.2, 0.8); one subgroup; balanced rate 0.5."""
+    return np.array([[[0.8], [0.2]], [[0.2], [0.8]]], dtype=np.float32)
+
+
+def test_balancing_weights_hand_computed():
+    bw = CoverageBalancingWeights(_two_concepts(), max_ratio=100.0, hard=True)
+    y, s = torch.tensor([0, 0]), torch.zeros(2, dtype=torch.long)
+    desc = torch.tensor([[0.9, 0.1], [0.1, 0.9]])  # hard: (1, 0) common concept only, (0, 1) rare only
+    ratio = np.array([(0.5 / 0.8) * (0.5 / 0.8), (0.5 / 0.2) * (0.5 / 0.2)])  # r/p present, (1-r)/(1-p) absent
+    w = bw.weights(desc, torch.ones(2, 2), y, s, alpha=1.0)
+    np.testing.assert_allclose(w.numpy(), ratio / ratio.mean(), rtol=1e-5)
+    np.testing.assert_allclose(bw.weights(desc, torch.ones(2, 2), y, s, alpha=0.0).numpy(), [1.0, 1.0])
+    # the cap keeps the ratio in [1/2, 2]: 0.39 -> 0.5, 6.25 -> 2
+    capped = CoverageBalancingWeights(_two_concepts(), max_ratio=2.0, hard=True).weights(
+        desc, torch.ones(2, 2), y, s, alpha=1.0)
+    np.testing.assert_allclose(capped.numpy(), np.array([0.5, 2.0]) / np.mean([0.5, 2.0]), rtol=1e-5)
+    # an unobserved descriptor contributes no factor
+    w_masked = bw.weights(desc, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), y, s, alpha=1.0)
+    r = np.array([0.5 / 0.8, 0.5 / 0.2])
+    np.testing.assert_allclose(w_masked.numpy(), r / r.mean(), rtol=1e-5)
+
+
+def test_balancing_weights_give_the_balanced_concept_rates():
+    """Weighted by the importance weights, samples drawn at the natural rates show the balanced ones."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    y = rng.integers(0, 2, n)
+    z = rng.random((n, 2)) < _two_concepts()[y, :, 0]
+    bw = CoverageBalancingWeights(_two_concepts(), max_ratio=1e6, hard=True)
+    w = bw.weights(torch.from_numpy(z.astype(np.float32)), None, torch.from_numpy(y), torch.zeros(n, dtype=torch.long),
+                   alpha=1.0).numpy()
+    for c in (0, 1):
+        rates = np.average(z[y == c], axis=0, weights=w[y == c])
+        np.testing.assert_allclose(rates, [0.5, 0.5], atol=0.01)
+        np.testing.assert_allclose(z[y == c].mean(axis=0), _two_concepts()[c, :, 0], atol=0.01)  # unweighted: natural
+
+
+def test_balancing_weights_soft_scores_and_empty_cells():
+    cov = _two_concepts().copy()
+    cov[1, :, 0] = np.nan  # class 1 has no training samples: every factor 1
+    bw = CoverageBalancingWeights(cov, max_ratio=100.0)
+    desc = torch.tensor([[0.5, 0.5], [0.3, 0.7]])
+    w = bw.weights(desc, None, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long), alpha=1.0)
+    # soft: factor = z r/p + (1 - z)(1 - r)/(1 - p); z = 0.5 gives 0.5 (0.625 + 2.5) per concept
+    first = (0.5 * 0.625 + 0.5 * 2.5) ** 2
+    np.testing.assert_allclose(w.numpy(), np.array([first, 1.0]) / np.mean([first, 1.0]), rtol=1e-5)
+
+
+def test_concept_logit_adjustment_matches_bernoulli_likelihood_ratios():
+    """exp(a_t) = p_natural(z | t) / p_balanced(z | t), the product of Bernoulli pmfs (SciPy)."""
+    from scipy.stats import bernoulli
+
+    cov = np.array([[[0.8], [0.2], [0.6]], [[0.2], [0.7], [0.1]]], dtype=np.float32)  # (T=2, K=3, S=1)
+    adj = ConceptLogitAdjustment(cov)
+    z = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 1]])
+    a = adj.offsets(torch.tensor(z, dtype=torch.float32), None, torch.zeros(3, dtype=torch.long)).numpy()
+    for i in range(3):
+        for t in range(2):
+            p = cov[t, :, 0]
+            r = p.mean()
+            expected = np.prod(bernoulli.pmf(z[i], p)) / np.prod(bernoulli.pmf(z[i], r))
+            assert a[i, t] == pytest.approx(math.log(expected), rel=1e-5)
+    # concepts at the balanced rate carry no adjustment
+    flat = ConceptLogitAdjustment(np.full((2, 3, 1), 0.3, dtype=np.float32))
+    assert flat.offsets(torch.tensor(z, dtype=torch.float32), None, torch.zeros(3, dtype=torch.long)).abs().max() < 1e-6

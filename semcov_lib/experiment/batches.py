@@ -27,7 +27,7 @@ from semcov_lib.models.backbones import extract_features
 from semcov_lib.models.methods.base import DataInfo
 from semcov_lib.models.text_embed import descriptor_text
 from semcov_lib.paths import cache_dir
-from semcov_lib.sci.coverage import coverage_array, group_counts, prevalence
+from semcov_lib.sci.coverage import Membership, coverage_array, group_counts, prevalence
 
 
 # --------------------------------------------------------------------------- tensors per split
@@ -240,6 +240,7 @@ def _coverage_statistics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, n_cla
     return {
         "class_counts": np.bincount(y, minlength=n_classes),
         "coverage": coverage_array(y, g, scores, n_classes, n_subgroups),
+        "presence": coverage_array(y, g, scores, n_classes, n_subgroups, Membership("hard")),
         "group_counts": group_counts(y, g, n_classes, n_subgroups),
         "prevalence": prevalence(scores),
     }

@@ -23,6 +23,7 @@ class DataInfo(ClassesAndDescriptors):
     prevalence: np.ndarray  # (K,) global descriptor prevalence pi_k
     input_shape: tuple[int, int, int]  # shape of one batch["x"] item
     features_cached: bool = False  # True when batch["x"] holds cached backbone features
+    presence: np.ndarray | None = None  # (T, K, S) share of samples whose score is >= 0.5 (hard membership)
     extra: dict = field(default_factory=dict)
 
     @property

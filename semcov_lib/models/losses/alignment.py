@@ -23,7 +23,8 @@ from torch.nn import functional as F
 DVA_MODES = ("cosine", "infonce")
 PENALTY_MODES = ("squared", "relu_neg")  # CDIRegularizer: a penalty on r
 REWEIGHT_MODES = ("closed_loop", "rare_reweight")  # RareSCGWeights: per-sample CE weights
-CDI_MODES = PENALTY_MODES + REWEIGHT_MODES
+BALANCE_MODES = ("balance", "adjust")  # to balanced coverage: importance weights | logit adjustment
+CDI_MODES = PENALTY_MODES + REWEIGHT_MODES + BALANCE_MODES
 
 
 def _clean_scores(desc: torch.Tensor, desc_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,8 +310,92 @@ class RareSCGWeights(nn.Module):
         self.weight_sum.zero_()
 
 
+class CoverageBalancingWeights(nn.Module):
+    """Importance weights that turn the natural training distribution into the balanced-coverage one.
+
+    Why: a model trained where a concept is common in some classes and rare in others learns the
+    concept as evidence for the class (and its absence as evidence against); the oracle, trained
+    with every concept equally likely in every (class, subgroup), does not. Weighting each sample
+    by p_balanced(concepts | y, s) / p_natural(concepts | y, s) trains on the oracle's distribution
+    in expectation with the same images. With p_k = cov[y, k, s], r = mean_k p_k (the balanced
+    rate, as the generator's oracle) and soft presence z_k (the score):
+
+        ratio_i = Π_k [ z_k · r / p_k + (1 − z_k) · (1 − r) / (1 − p_k) ]
+
+    so a rare concept that is present and a common one that is absent both weigh more. The weight
+    is ratio^α (α tempers it: 0 = plain CE, 1 = full importance weighting), with the ratio kept in
+    [1/``max_ratio``, ``max_ratio``] before tempering; weights are rescaled to mean 1 in the batch
+    (the loss mean_i w_i ce_i is then the self-normalised Σ w_i ce_i / Σ w_i).
+    """
+
+    def __init__(self, coverage: np.ndarray | torch.Tensor, max_ratio: float = 20.0, eps: float = 0.01,
+                 hard: bool = False):
+        super().__init__()
+        self.hard = hard  # z = 1[score >= 0.5]; ``coverage`` must then be the hard presence rate
+        cov = _coverage_tensor(coverage)
+        self.max_log = math.log(max_ratio)
+        self.eps = eps
+        self.register_buffer("coverage", cov, persistent=False)
+
+    @torch.no_grad()
+    def weights(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
+                subgroup: torch.Tensor, alpha: float) -> torch.Tensor:
+        z, mask = _clean_scores(desc, desc_mask)
+        z = (z >= 0.5).float() if self.hard else z.clamp(0.0, 1.0)
+        p = self.coverage.to(z.device)[y, :, subgroup]  # (B, K) natural rate p_k of the sample's (class, subgroup)
+        known = torch.isfinite(p)
+        p = torch.nan_to_num(p, nan=0.5).clamp(self.eps, 1 - self.eps)
+        r = (p * known).sum(dim=1, keepdim=True) / known.sum(dim=1, keepdim=True).clamp_min(1)  # balanced rate
+        factor = z * r / p + (1 - z) * (1 - r) / (1 - p)
+        log_ratio = (torch.log(factor) * mask * known).sum(dim=1)  # log Π_k factor_k over observed k
+        w = torch.exp(alpha * log_ratio.clamp(-self.max_log, self.max_log))  # ratio^α, ratio capped
+        return w / w.mean().clamp_min(1e-12)  # self-normalised: mean weight 1 in the batch
+
+
+def _balance_terms(coverage: torch.Tensor, desc: torch.Tensor, desc_mask: torch.Tensor | None,
+                   subgroup: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores z (B, 1, K), their weight (B, 1, K) and, for every class t, the natural rates
+    p[t, k, s_i] and balanced rates r[t, s_i] = mean_k p (B, T, K), NaN coverage weighing 0."""
+    z, mask = _clean_scores(desc, desc_mask)
+    p = coverage.to(z.device)[:, :, subgroup].permute(2, 0, 1)  # (B, T, K)
+    known = torch.isfinite(p)
+    p = torch.nan_to_num(p, nan=0.5).clamp(eps, 1 - eps)
+    r = (p * known).sum(dim=2, keepdim=True) / known.sum(dim=2, keepdim=True).clamp_min(1)
+    return z.clamp(0.0, 1.0)[:, None, :], mask[:, None, :] * known, p, r.expand_as(p)
+
+
+class ConceptLogitAdjustment(nn.Module):
+    """Logit adjustment (Menon et al., 2021) from class priors to concept coverage.
+
+    Why: the natural training data make concepts evidence for the classes they are common in;
+    a model trained on its logits plus the log-likelihood ratio of the sample's concepts under
+    the natural and the balanced coverage learns raw logits that estimate the balanced-coverage
+    posterior, without per-sample weights (whose variance importance weighting pays). For class t,
+    sample i with soft presence z_k, p_k = cov[t, k, s_i] and r = mean_k p_k:
+
+        a_t(i) = Σ_k log[z_k p_k + (1 − z_k)(1 − p_k)] − log[z_k r + (1 − z_k)(1 − r)]
+
+    and the loss is CE(logits + τ·a, y); prediction uses the raw logits.
+    """
+
+    def __init__(self, coverage: np.ndarray | torch.Tensor, eps: float = 0.01):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("coverage", _coverage_tensor(coverage), persistent=False)
+
+    @torch.no_grad()
+    def offsets(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, subgroup: torch.Tensor) -> torch.Tensor:
+        z, weight, p, r = _balance_terms(self.coverage, desc, desc_mask, subgroup, self.eps)
+        natural = torch.log(z * p + (1 - z) * (1 - p))  # log p_nat(z_k | t, s)
+        balanced = torch.log(z * r + (1 - z) * (1 - r))  # log p_bal(z_k | t, s)
+        return ((natural - balanced) * weight).sum(dim=2)  # (B, T)
+
+
 __all__ = [
+    "BALANCE_MODES",
+    "ConceptLogitAdjustment",
     "CDI_MODES",
+    "CoverageBalancingWeights",
     "CDIRegularizer",
     "DVA_MODES",
     "PENALTY_MODES",
