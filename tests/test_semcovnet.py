@@ -15,7 +15,9 @@ from semcov_lib.models.methods import TrainContext, build_method, method_default
 from semcov_lib.models.methods import semcovnet as sc
 from semcov_lib.models.methods.base import DataInfo
 
-TINY = {"dim": 16, "cnn_widths": (8, 8, 8, 8), "dva_proj_dim": 8, "text_init": False}
+# the full architecture (the tuned default switches the descriptor pathway off)
+TINY = {"dim": 16, "cnn_widths": (8, 8, 8, 8), "dva_proj_dim": 8, "text_init": False, "use_sdm": True,
+        "use_dam": True, "use_dva": True}
 T, K, S = 3, 4, 2
 
 
@@ -203,7 +205,9 @@ def test_defaults_registry_and_cached_features():
     assert (d["lambda_dva"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
         0.1, 1.0, 2, 256, 0.1)
     assert d["dva_mode"] == "infonce"  # the cosine form collapses (see test_dva_aligns_without_collapse)
-    assert (d["cdi_mode"], d["lambda_cdi"]) == ("closed_loop", 3.0)  # reports/tables/tuning_choice.json
+    # reports/tables/tuning_choice.json: the balancing correction without the descriptor pathway
+    assert (d["cdi_mode"], d["lambda_cdi"], d["use_sdm"], d["use_dam"], d["use_dva"]) == (
+        "balance", 1.0, False, False, False)
     info = _info(input_shape=(20, 2, 2), features_cached=True)
     model = build_method("semcovnet", info, {**TINY, "backbone": "cached", "adapter_channels": 8})
     batch = {**_batch(), "x": torch.randn(12, 20, 2, 2).half()}
@@ -411,3 +415,45 @@ def test_closed_loop_table_moves_at_epoch_end_and_is_saved():
     torch.testing.assert_close(fresh.rare_weights.table, after)
     with pytest.raises(ValueError, match="cdi_mode"):
         _build(cdi_mode="levelling")
+
+
+def test_balance_mode_weights_the_ce_by_the_importance_weights():
+    model = _build(cdi_mode="balance", lambda_cdi=1.0, cdi_warmup_epochs=1)
+    batch = _batch()
+    model.eval()
+    out = model(batch)
+    per_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"], reduction="none")
+    warm, parts = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
+    assert "cdi" not in parts  # warm-up: plain CE
+    loss, parts = model.loss(batch, out, TrainContext(epoch=1, n_epochs=3))
+    w = model.balance_weights.weights(batch["desc"], batch["desc_mask"], batch["y"], batch["subgroup"], 1.0)
+    assert w.std() > 0.05 and w.mean().item() == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(loss - warm, (w * per_ce).mean() - per_ce.mean())
+
+
+def test_adjust_mode_trains_on_adjusted_logits_and_predicts_raw():
+    model = _build(cdi_mode="adjust", lambda_cdi=1.0, cdi_warmup_epochs=0)
+    batch = _batch()
+    model.eval()
+    out = model(batch)
+    a = model.concept_adjust.offsets(batch["desc"], batch["desc_mask"], batch["subgroup"])
+    assert a.shape == (12, T) and a.abs().max() > 0.1
+    loss, _ = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
+    ce_part = torch.nn.functional.cross_entropy(out["logits"] + a, batch["y"])
+    no_corr = _build(use_cdi_reg=False)
+    no_corr.load_state_dict(model.state_dict(), strict=False)
+    base, _ = no_corr.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
+    plain_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"])
+    torch.testing.assert_close(loss - ce_part, base - plain_ce)  # only the CE term changed
+    torch.testing.assert_close(model(batch)["logits"], out["logits"])  # prediction: the raw logits
+
+
+def test_balance_hard_membership_needs_presence_rates():
+    with pytest.raises(ValueError, match="presence"):
+        _build(cdi_mode="balance", cdi_balance_membership="hard")
+    with pytest.raises(ValueError, match="cdi_balance_membership"):
+        _build(cdi_mode="balance", cdi_balance_membership="fuzzy")
+    torch.manual_seed(0)
+    info = _info(presence=np.full((T, K, S), 0.3))
+    model = build_method("semcovnet", info, {**TINY, "cdi_mode": "balance", "cdi_balance_membership": "hard"})
+    assert model.balance_weights.hard
