@@ -41,8 +41,9 @@ def test_format_mean_std_and_markdown():
 def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
     ablations = plan.ablation_configs("smoke", [0])
     main = plan.main_configs("smoke", [0], methods=["semcovnet"])
-    # the 'full' rung is the default SemCovNet: same run folder, trained once
-    assert run_dir_for(ablations["full"][0]) == run_dir_for(main[0])
+    # the 'backbone + correction' rung is the default SemCovNet (tuned): same run folder, trained once
+    assert run_dir_for(ablations["backbone + correction"][0]) == run_dir_for(main[0])
+    assert run_dir_for(ablations["full"][0]) != run_dir_for(main[0])
     assert run_dir_for(ablations["full - CDI-reg"][0]) == run_dir_for(ablations["+SDM+DAM+DVA"][0])
     assert len(plan.flatten(ablations)) == len(ablations) - 1
     with pytest.raises(FileNotFoundError, match="has not been trained"):

@@ -33,6 +33,7 @@ ABLATION_LADDER = {
     "+SDM+DAM": dict(use_sdm=True, use_dam=True, use_dva=False, use_cdi_reg=False),
     "+SDM+DAM+DVA": dict(use_sdm=True, use_dam=True, use_dva=True, use_cdi_reg=False),
     "full": dict(use_sdm=True, use_dam=True, use_dva=True, use_cdi_reg=True),
+    "backbone + correction": dict(use_sdm=False, use_dam=False, use_dva=False, use_cdi_reg=True),
 }
 
 
