@@ -73,3 +73,25 @@ def test_cli_rejects_method_keys():
         tu.run(args)
     with pytest.raises(ValueError, match="'erm' is the reference"):
         tu.tune("smoke", [0], tu.TuneSearch(grid={"erm": {}}))
+
+
+def test_grid_settings_do_not_depend_on_semcovnet_defaults(monkeypatch):
+    """Every setting names its architecture and correction, so changing SemCovNet's defaults to the
+    chosen setting leaves the grid's runs (and the chosen run's folder) unchanged."""
+    from semcov_lib.experiment.protocol import run_dir_for, train_config
+    from semcov_lib.models.methods import semcovnet as sc
+
+    before = [run_dir_for(c) for c in tu.tune_configs("smoke", [0])]
+    for name, hp in tu.DEFAULT_GRID.items():
+        assert {"use_sdm", "use_dam", "use_dva"} <= set(hp), name
+    patched = {**sc.DEFAULTS, "use_sdm": True, "use_dam": True, "use_dva": True, "cdi_mode": "closed_loop",
+               "lambda_cdi": 3.0}
+    monkeypatch.setattr(sc, "DEFAULTS", patched)
+    after = [run_dir_for(c) for c in tu.tune_configs("smoke", [0])]
+    changed = [a for a, b in zip(before, after) if a != b]
+    assert len(changed) == 1  # only 'no_correction', whose unused cdi_mode / lambda_cdi are in its identity
+    # the registered defaults are the committed choice: the default run is the chosen setting's run
+    monkeypatch.undo()
+    chosen = json.loads((tu.TABLES_DIR / "tuning_choice.json").read_text())
+    assert run_dir_for(train_config("semcovnet", "smoke", 0)) == run_dir_for(
+        train_config("semcovnet", "smoke", 0, {"hp": tu.DEFAULT_GRID[chosen["setting"]]}))
