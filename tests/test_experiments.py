@@ -61,7 +61,7 @@ def test_pipeline_configs_cover_every_notebook_grid_once():
     expected = [
         *plan.main_configs("smoke", [0, 1]),
         *plan.descriptor_learner_configs("smoke", [0, 1]),
-        *plan.flatten(plan.descriptor_source_configs("smoke", [0, 1])),
+        *plan.ablation_configs("smoke", [0, 1], leave_one_out=False)["full"],  # notebook 02, every seed
         *plan.flatten(plan.ablation_configs("smoke", [0])),
         *tune_configs("smoke", [0, 1]),
         *plan.flatten(plan.configuration_configs("smoke", [0, 1], ["default", "hard_descriptors"], methods)),

@@ -122,7 +122,7 @@ def test_notebook_only_replots_the_runs_a_grid_trained(tmp_path):
     from semcov_lib.experiment.protocol import COMPLETE_MARKER
 
     groups = [plan.main_configs("smoke", [0], [m]) for m in ("erm", "erm_desc", "semcovnet")]
-    groups.append(plan.descriptor_source_configs("smoke", [0])["semcovnet (predicted_test)"])
+    groups.append(plan.ablation_configs("smoke", [0], leave_one_out=False)["full"])
     configs = [c for g in groups for c in g]
     assert grid.run_local(configs, jobs=2, progress=False) == []
     before = {p: p.stat().st_mtime_ns for p in RUNS_DIR.glob(f"*/*/{COMPLETE_MARKER}")}

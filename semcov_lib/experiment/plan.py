@@ -142,9 +142,9 @@ PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "configurations")
 def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> list[TrainConfig]:
     """Every run the notebooks train for one parameter file (``notebooks/params/<profile>.yaml``).
 
-    The main comparison, the SADCL descriptor learner, SemCovNet with predicted test-time
-    descriptors, the ablations, the validation tuning grid and the benchmark configurations, in
-    that order, each run folder once. The configurations include the rebalancing baseline chosen
+    The main comparison, the SADCL descriptor learner, the ablations (their ``full`` rung is also
+    notebook 02's full-architecture row), the validation tuning grid and the benchmark
+    configurations, in that order, each run folder once. The configurations include the rebalancing baseline chosen
     on validation only once the main runs it is chosen from have finished (run the grid again).
     """
     missing = [k for k in PIPELINE_KEYS if k not in params]
@@ -156,7 +156,7 @@ def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> 
     grids = [
         main_configs(profile, seeds),
         descriptor_learner_configs(profile, seeds),
-        flatten(descriptor_source_configs(profile, seeds)),
+        ablation_configs(profile, seeds, leave_one_out=False)["full"],  # notebook 02's full-architecture row
         flatten(ablation_configs(profile, params["ablation_seeds"])),
         tune_configs(profile, seeds),
         flatten(configuration_configs(profile, seeds, params["configurations"], methods)),

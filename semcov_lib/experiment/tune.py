@@ -45,7 +45,6 @@ DEFAULT_GRID: dict[str, dict[str, Any]] = {
     "no_correction": {"use_cdi_reg": False, **FULL_ARCHITECTURE},
     "squared_0.1": {"cdi_mode": "squared", "lambda_cdi": 0.1, **FULL_ARCHITECTURE},
     "relu_neg_50": {"cdi_mode": "relu_neg", "lambda_cdi": 50.0, **FULL_ARCHITECTURE},
-    "rare_reweight_1": {"cdi_mode": "rare_reweight", "lambda_cdi": 1.0, **FULL_ARCHITECTURE},
     "closed_loop_3": {"cdi_mode": "closed_loop", "lambda_cdi": 3.0, **FULL_ARCHITECTURE},
     "balance_1": {"cdi_mode": "balance", "lambda_cdi": 1.0, **FULL_ARCHITECTURE},
     "balance_hard_1": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_membership": "hard",

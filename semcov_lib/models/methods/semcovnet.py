@@ -89,11 +89,13 @@ DEFAULTS: dict = {
     #   adjust λ=1                            F1 0.485  cdi_within 0.463  H/M/T 0.283/0.585/0.652
     #   balance λ=1, hard membership          F1 0.467  cdi_within 0.425  H/M/T 0.327/0.609/0.638
     #   closed_loop λ=3 (previous default)    F1 0.467  cdi_within 0.419  H/M/T 0.300/0.649/0.663
-    #   rare_reweight λ=1                     F1 0.466  cdi_within 0.438  H/M/T 0.297/0.648/0.670
+    #   rare_reweight λ=1 (since dropped)     F1 0.466  cdi_within 0.438  H/M/T 0.297/0.648/0.670
     #   squared (paper) λ=0.1                 F1 0.465  cdi_within 0.452  H/M/T 0.289/0.655/0.669
     #   relu_neg λ=50                         F1 0.428  cdi_within 0.402  H/M/T 0.336/0.675/0.656
     #   no correction                         F1 0.456  cdi_within 0.457  H/M/T 0.295/0.666/0.676
-    # Eligible: balance λ=1 (with or without the descriptor pathway) and adjust λ=1. `--set
+    # Eligible: balance λ=1 (with or without the descriptor pathway) and adjust λ=1. rare_reweight,
+    # dominated by balance on every column, left the grid afterwards (its row: the tuning table of
+    # commit a024315). `--set
     # cdi_mode=squared --set lambda_cdi=0.1` is the paper's setting.
     "cdi_mode": "balance",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | adjust
     "cdi_rare_beta": 0.5,  # rare_reweight: u_g ∝ ((median + ε) / (cov_g + ε))^β
