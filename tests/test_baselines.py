@@ -313,7 +313,9 @@ def test_sees_descriptors_at_test(info):
     assert build_method("erm_desc", info, HP).sees_descriptors_at_test
     for name in [n for n in NAMES if n != "erm_desc"] + ["cmltnet"]:
         assert not build_method(name, info, HP).sees_descriptors_at_test, name
-    sem = {"cnn_widths": (8, 8, 8, 8), "dim": 16}
+    # the tuned default has no descriptor pathway; the full architecture reads the scores
+    assert not build_method("semcovnet", info, {"cnn_widths": (8, 8, 8, 8), "dim": 16}).sees_descriptors_at_test
+    sem = {"cnn_widths": (8, 8, 8, 8), "dim": 16, "use_sdm": True, "use_dam": True, "use_dva": True}
     assert build_method("semcovnet", info, sem).sees_descriptors_at_test
     for source in ("predicted", "predicted_test"):
         assert not build_method("semcovnet", info, {**sem, "desc_source": source}).sees_descriptors_at_test

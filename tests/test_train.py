@@ -30,13 +30,15 @@ def _strip(metrics: dict) -> dict:
 
 def test_run_folder_names_are_pinned():
     """Run folders are named by ``TrainConfig.identity()``: the same configuration finds its cached
-    run folder again (these names were computed before the trainer was split into modules)."""
-    assert run_dir_for(train_config("erm", "default", 0)).name == "532d14413d-s0"
-    assert run_dir_for(train_config("semcovnet", "smoke", 1)).name == "9f7688c378-s1"
-    assert run_dir_for(train_config("erm", "paper", 2)).name == "c3cde96876-s2"
+    run folder again. Pinned again when the generator gained ``concept_variant_scope`` (a new
+    benchmark field changes every dataset fingerprint) and SemCovNet's defaults became the tuned
+    balancing setting; a change here means every cached run is retrained."""
+    assert run_dir_for(train_config("erm", "default", 0)).name == "8ae2679b6a-s0"
+    assert run_dir_for(train_config("semcovnet", "smoke", 1)).name == "a483381c43-s1"
+    assert run_dir_for(train_config("erm", "paper", 2)).name == "44059f84fc-s2"
     config = train_config("semcovnet", "smoke", 3, {"hp": {"lambda_cdi": 0.5},
                                                     "benchmark_overrides": {"coverage_tail_exponent": 1.5}})
-    assert run_dir_for(config).name == "d71dfc022f-s3"
+    assert run_dir_for(config).name == "b0715c0a50-s3"
 
 
 def test_run_folder_contents(tmp_path):
@@ -140,7 +142,9 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         if a[key].is_floating_point():
-            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+            # 3 Adam steps at lr 2e-3 move a weight by up to 6e-3; reduction order (gloo vs one
+            # process) leaves about 1e-5, which Adam's g / sqrt(v) can amplify on tiny gradients
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4, msg=key)
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
 
