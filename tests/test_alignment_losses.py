@@ -353,3 +353,19 @@ def test_concept_logit_adjustment_matches_bernoulli_likelihood_ratios():
     # concepts at the balanced rate carry no adjustment
     flat = ConceptLogitAdjustment(np.full((2, 3, 1), 0.3, dtype=np.float32))
     assert flat.offsets(torch.tensor(z, dtype=torch.float32), None, torch.zeros(3, dtype=torch.long)).abs().max() < 1e-6
+
+
+def test_balancing_weights_normalise_over_the_whole_ddp_batch(tmp_path):
+    """Under torch.distributed the mean weight comes from every process's share (one gloo process here:
+    the same weights as without a process group)."""
+    import torch.distributed as dist
+
+    bw = CoverageBalancingWeights(_two_concepts(), max_ratio=100.0)
+    desc = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
+    args = (desc, None, torch.tensor([0, 0, 1]), torch.zeros(3, dtype=torch.long), 1.0)
+    alone = bw.weights(*args)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.testing.assert_close(bw.weights(*args), alone)
+    finally:
+        dist.destroy_process_group()

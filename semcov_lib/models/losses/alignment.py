@@ -340,16 +340,25 @@ class CoverageBalancingWeights(nn.Module):
     @torch.no_grad()
     def weights(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
                 subgroup: torch.Tensor, alpha: float) -> torch.Tensor:
-        z, mask = _clean_scores(desc, desc_mask)
-        z = (z >= 0.5).float() if self.hard else z.clamp(0.0, 1.0)
-        p = self.coverage.to(z.device)[y, :, subgroup]  # (B, K) natural rate p_k of the sample's (class, subgroup)
-        known = torch.isfinite(p)
-        p = torch.nan_to_num(p, nan=0.5).clamp(self.eps, 1 - self.eps)
-        r = (p * known).sum(dim=1, keepdim=True) / known.sum(dim=1, keepdim=True).clamp_min(1)  # balanced rate
+        if self.hard:
+            desc = (torch.nan_to_num(desc) >= 0.5).to(desc.dtype).where(torch.isfinite(desc), desc)
+        z, weight, p, r = _balance_terms(self.coverage, desc, desc_mask, subgroup, self.eps)
+        rows = torch.arange(len(y), device=y.device)
+        z, weight, p, r = z[:, 0], weight[rows, y], p[rows, y], r[rows, y]  # the sample's own class
         factor = z * r / p + (1 - z) * (1 - r) / (1 - p)
-        log_ratio = (torch.log(factor) * mask * known).sum(dim=1)  # log Π_k factor_k over observed k
+        log_ratio = (torch.log(factor) * weight).sum(dim=1)  # log Π_k factor_k over observed k
         w = torch.exp(alpha * log_ratio.clamp(-self.max_log, self.max_log))  # ratio^α, ratio capped
-        return w / w.mean().clamp_min(1e-12)  # self-normalised: mean weight 1 in the batch
+        return w / _global_mean(w).clamp_min(1e-12)  # self-normalised: mean weight 1 in the (global) batch
+
+
+def _global_mean(w: torch.Tensor) -> torch.Tensor:
+    """Mean of ``w`` over the whole batch: under DDP over every process's share, so the weights
+    are the ones one process with the whole batch would compute."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return w.mean()
+    total = torch.stack([w.sum(), torch.tensor(float(w.numel()), device=w.device)])
+    torch.distributed.all_reduce(total)
+    return total[0] / total[1]
 
 
 def _balance_terms(coverage: torch.Tensor, desc: torch.Tensor, desc_mask: torch.Tensor | None,
