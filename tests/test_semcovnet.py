@@ -383,18 +383,25 @@ def test_dva_cosine_form_collapses_more_than_infonce():
     assert (z_cos @ z_cos.t())[off].mean() > (z_nce @ z_nce.t())[off].mean() + 0.2
 
 
+def _warm_and_corrected_losses(model: sc.SemCovNet, batch: dict):
+    """Per-sample CE, the warm-up loss (epoch 0: plain CE, checked) and the corrected loss (epoch 1),
+    with dropout off so the CE terms are comparable."""
+    model.eval()
+    out = model(batch)
+    per_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"], reduction="none")
+    loss_warm, parts = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
+    assert "cdi" not in parts  # warm-up: plain CE
+    loss, parts = model.loss(batch, out, TrainContext(epoch=1, n_epochs=3))
+    return per_ce, loss_warm, loss, parts
+
+
 @pytest.mark.parametrize("mode", ["closed_loop", "rare_reweight"])
 def test_reweighting_modes_weight_rare_samples_only(mode):
     model = _build(cdi_mode=mode, lambda_cdi=2.0, cdi_warmup_epochs=1)
     batch = {**_batch(), "desc": torch.ones(12, K), "desc_mask": torch.ones(12, K)}
     rare = model.rare_weights.rare[batch["y"], :, batch["subgroup"]].any(dim=1)
     assert rare.any() and (~rare).any()
-    model.eval()  # dropout off: the CE terms are comparable
-    out = model(batch)
-    per_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"], reduction="none")
-    loss_warm, parts = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
-    assert "cdi" not in parts  # warm-up: plain CE
-    loss, parts = model.loss(batch, out, TrainContext(epoch=1, n_epochs=3))
+    per_ce, loss_warm, loss, parts = _warm_and_corrected_losses(model, batch)
     w = model.rare_weights.weights(batch["desc"], batch["desc_mask"], batch["y"], batch["subgroup"], 2.0)
     assert (w[~rare] == 1).all() and (w[rare] > 1).all()
     torch.testing.assert_close(loss - loss_warm, (w * per_ce).mean() - per_ce.mean())
@@ -420,12 +427,7 @@ def test_closed_loop_table_moves_at_epoch_end_and_is_saved():
 def test_balance_mode_weights_the_ce_by_the_importance_weights():
     model = _build(cdi_mode="balance", lambda_cdi=1.0, cdi_warmup_epochs=1)
     batch = _batch()
-    model.eval()
-    out = model(batch)
-    per_ce = torch.nn.functional.cross_entropy(out["logits"], batch["y"], reduction="none")
-    warm, parts = model.loss(batch, out, TrainContext(epoch=0, n_epochs=3))
-    assert "cdi" not in parts  # warm-up: plain CE
-    loss, parts = model.loss(batch, out, TrainContext(epoch=1, n_epochs=3))
+    per_ce, warm, loss, _ = _warm_and_corrected_losses(model, batch)
     w = model.balance_weights.weights(batch["desc"], batch["desc_mask"], batch["y"], batch["subgroup"], 1.0)
     assert w.std() > 0.05 and w.mean().item() == pytest.approx(1.0, rel=1e-5)
     torch.testing.assert_close(loss - warm, (w * per_ce).mean() - per_ce.mean())
