@@ -74,13 +74,6 @@ def test_pipeline_configs_cover_every_notebook_grid_once():
         plan.pipeline_configs({k: v for k, v in params.items() if k != "configurations"})
 
 
-def test_descriptor_source_grid_shares_the_default_run():
-    grids = plan.descriptor_source_configs("smoke", [0])
-    main = plan.main_configs("smoke", [0], methods=["semcovnet"])
-    assert run_dir_for(grids["semcovnet (observed)"][0]) == run_dir_for(main[0])
-    assert run_dir_for(grids["semcovnet (predicted_test)"][0]) != run_dir_for(main[0])
-
-
 def test_configuration_summary_formats_deltas_share_and_gap():
     rows = []
     for config, gap in (("b_conf", 0.4), ("a_conf", 0.5)):

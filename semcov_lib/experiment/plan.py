@@ -66,13 +66,6 @@ def sensitivity_configs(profile: str, seeds: Iterable[int], lambda_dva: Iterable
     return out
 
 
-def descriptor_source_configs(profile: str, seeds: Iterable[int]) -> dict[str, list[TrainConfig]]:
-    """SemCovNet reading the observed descriptor scores at test time vs predicting them
-    (``desc_source="predicted_test"``: observed scores in training, its own predictions at test)."""
-    return {f"semcovnet ({source})": [train_config("semcovnet", profile, s, {"hp": {"desc_source": source}})
-                                      for s in seeds] for source in ("observed", "predicted_test")}
-
-
 def tail_sweep_configs(profile: str, seeds: Iterable[int], exponents: Iterable[float],
                        methods: Iterable[str] = ("erm", "semcovnet"),
                        exponent_key: str = "coverage_tail_exponent") -> dict[tuple[str, float], list[TrainConfig]]:

@@ -46,7 +46,6 @@ METHOD_STYLE: Mapping[str, tuple[str, str]] = MappingProxyType({
     "erm": ("ERM", "#4d4d4d"),
     "erm_desc": ("ERM + descriptors", "#a6a6a6"),
     "semcovnet": ("SemCovNet", "#d55e00"),
-    "semcovnet_predicted": ("SemCovNet (predicted desc.)", "#f0a070"),
     "semcovnet_full": ("SemCovNet (full architecture)", "#f0a070"),
     "sadcl": ("SADCL", "#0173b2"),
     "cmltnet": ("CMLTNet", "#029e73"),
