@@ -388,8 +388,8 @@ class SemCovNet(Method):
             parts["cdi"] = float(a.abs().mean())  # mean size of the adjustment
             return F.cross_entropy(logits + float(self.hp["lambda_cdi"]) * a, batch["y"])
         if self.cdi_mode == "balance":
-            w = self.balance_weights.weights(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"],
-                                     float(self.hp["lambda_cdi"]))
+            w = self.balance_weights.weights(batch["desc"], batch.get("desc_mask"), batch["y"],
+                                             batch["subgroup"], float(self.hp["lambda_cdi"]))
             parts["cdi"] = float((w - 1.0).abs().mean())  # how far the weights are from uniform (mean is 1)
             return (w * per_ce).mean()
         args = (batch["y"], batch["subgroup"], batch["desc"], batch.get("desc_mask"))
