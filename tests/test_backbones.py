@@ -81,6 +81,24 @@ def test_cached_adapter_and_auto_selection():
     assert bb.build_backbone("cached", info, {}).out_channels == 256
 
 
+def test_cached_adapter_is_the_1x1_convolution():
+    # the adapter computes its 1x1 convolution as a matrix product over channels; with the same
+    # weights the reference conv2d module must give the same feature map and the same gradients
+    torch.manual_seed(0)
+    net = bb.CachedFeatureAdapter(12, 5).train()
+    reference = torch.nn.Sequential(*net.adapter)  # conv2d -> BN -> ReLU, the same parameter objects
+    x = torch.randn(6, 12, 3, 3)
+    fmap, pooled = net(x)
+    expected = reference(x)
+    torch.testing.assert_close(fmap, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooled, expected.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+    (grad_ours,) = torch.autograd.grad(fmap.square().sum(), net.adapter[0].weight)
+    (grad_ref,) = torch.autograd.grad(reference(x).square().sum(), net.adapter[0].weight)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-4, atol=1e-5)
+    with_bias = bb.CachedFeatureAdapter(12, 5, norm="none")  # no norm: the conv has a bias
+    torch.testing.assert_close(with_bias(x)[0], torch.nn.Sequential(*with_bias.adapter)(x), rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_backbone():
     with pytest.raises(bb.BackboneError, match="unknown backbone"):
         bb.build_backbone("vit", _info(), {})
@@ -133,3 +151,25 @@ def test_extract_features_shape_dtype_and_batching():
         bb.extract_features(images, name="cnn")
     with pytest.raises(bb.BackboneError):
         bb.extract_features(images[:, :1])
+
+
+def test_a_feature_depends_on_its_image_alone(monkeypatch):
+    # neither the caller's thread count, nor a last partial batch, nor the split over worker
+    # processes may change a bit (2 threads vs 1 and batches of 8 vs 64 each changed ~0.1% of them)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (72, 3, 64, 64), dtype=torch.uint8, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two_threads = bb.extract_features(images, workers=1)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+        torch.set_num_threads(1)
+        one_thread = bb.extract_features(images, workers=1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(two_threads, one_thread)
+    assert torch.equal(bb.extract_features(images[64:], workers=1), one_thread[64:])  # a batch of 8
+    order = torch.randperm(72, generator=g)
+    assert torch.equal(bb.extract_features(images[order], workers=1), one_thread[order])  # other neighbours
+    monkeypatch.setattr(bb, "FEATURE_CHUNK", 64)  # chunks of 64 and 8 over 2 spawned processes
+    assert torch.equal(bb.extract_features(images, workers=2), one_thread)
