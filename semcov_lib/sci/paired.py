@@ -15,6 +15,13 @@ tens of thousands of samples take seconds. Any other metric can be given as a ca
 ``f(y, probs, subgroups, scores, reference) -> dict[str, float]``; it is called twice per drawn
 seed and draw (slow, but general).
 
+``tail_accuracy`` is the mean recall of the tail-shot classes (training count below the ``few``
+threshold of :func:`~semcov_lib.sci.metrics.shot_thresholds` at the run's ``shot_scale``), as in
+:func:`~semcov_lib.sci.metrics.shot_accuracy`. ``worst_group_accuracy`` is the lowest accuracy
+over the (class, subgroup) groups with at least ``reference.min_group_n`` samples *in the seed's
+original evaluation split*, as in :func:`~semcov_lib.sci.metrics.worst_group`; the groups are
+fixed per seed, so every draw compares the same groups.
+
 Levelling down: a method that lowers the CDI by raising the error of well-covered SCGs. With
 ``head_error``/``middle_error`` among the metrics, :func:`flag_levelling_down` marks rows whose
 Delta > 0 has a CI excluding 0.
@@ -34,11 +41,13 @@ import pandas as pd
 
 from semcov_lib.sci.cdi import SCGReference, evaluation_inputs, sample_errors, scg_statistics
 from semcov_lib.sci.coverage import CoverageError, _sorted_by_cell, bootstrap_cell_sums, cell_sums, cells_to_tks
+from semcov_lib.sci.metrics import shot_groups
 
 FAST_METRICS = ("cdi", "cdi_signed_rho", "cdi_within", "cdi_within_signed", "accuracy", "balanced_accuracy",
-                "macro_f1", "worst_class_accuracy", "tail_error", "middle_error", "head_error")
-DEFAULT_METRICS = ("cdi", "cdi_within", "macro_f1", "balanced_accuracy", "tail_error", "middle_error",
-                   "head_error")
+                "macro_f1", "worst_class_accuracy", "tail_accuracy", "worst_group_accuracy", "tail_error",
+                "middle_error", "head_error")
+DEFAULT_METRICS = ("cdi", "cdi_within", "macro_f1", "balanced_accuracy", "tail_accuracy", "worst_group_accuracy",
+                   "tail_error", "middle_error", "head_error")
 RELATIVE_METRICS = ("cdi", "cdi_within")  # lower is better and 0 is ideal: report (A - B) / A
 LEVELLING_METRICS = ("head_error", "middle_error")
 MetricFn = Callable[..., dict]
@@ -72,11 +81,12 @@ def _pair_values(pair: SeedPair, reference: SCGReference) -> tuple[np.ndarray, n
     return np.concatenate(blocks, axis=1), cells
 
 
-def _confusion_metrics(conf: np.ndarray) -> dict[str, np.ndarray]:
-    """accuracy, balanced accuracy, macro-F1, worst-class accuracy from (R, T, T) confusion counts.
+def _confusion_metrics(conf: np.ndarray, tail: np.ndarray) -> dict[str, np.ndarray]:
+    """accuracy, balanced accuracy, macro-F1, worst-class and tail accuracy from (R, T, T) confusion counts.
 
-    conf[r, c, j] = samples of class c predicted j. Averages run over the classes present (n_c > 0),
-    as in :mod:`semcov_lib.sci.metrics`; F1_c = 2 TP / (2 TP + FP + FN).
+    conf[r, c, j] = samples of class c predicted j; ``tail`` (T,) marks the tail-shot classes.
+    Averages run over the classes present (n_c > 0), as in :mod:`semcov_lib.sci.metrics`;
+    F1_c = 2 TP / (2 TP + FP + FN).
     """
     tp = np.diagonal(conf, axis1=1, axis2=2)
     n = conf.sum(axis=2)
@@ -90,11 +100,31 @@ def _confusion_metrics(conf: np.ndarray) -> dict[str, np.ndarray]:
             "balanced_accuracy": np.nanmean(recall, axis=1),
             "macro_f1": np.nanmean(f1, axis=1),
             "worst_class_accuracy": np.nanmin(recall, axis=1),
+            # mean recall over the tail classes present; NaN when there are none
+            "tail_accuracy": np.nanmean(np.where(tail, recall, np.nan), axis=1),
         }
 
 
-def _fast_metrics(sums: np.ndarray, reference: SCGReference) -> tuple[dict, dict]:
-    """Built-in metrics of A and B for each row of per-cell sums (R, T*S, 3K + 2T)."""
+def _worst_group_accuracy(cells: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Lowest accuracy over the ``eligible`` (T, S) groups, from (R, T, S, T) prediction counts.
+
+    cells[r, c, s, j] = samples of class c and subgroup s predicted j. A group without samples in
+    a draw is left out; NaN when no eligible group has any.
+    """
+    correct = np.einsum("rcsc->rcs", cells)  # samples of group (c, s) predicted c
+    n = cells.sum(axis=3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(eligible & (n > 0), correct / np.maximum(n, 1), np.nan)
+    return np.nanmin(acc.reshape(len(acc), -1), axis=1)
+
+
+def _fast_metrics(sums: np.ndarray, reference: SCGReference, tail: np.ndarray,
+                  eligible: np.ndarray) -> tuple[dict, dict]:
+    """Built-in metrics of A and B for each row of per-cell sums (R, T*S, 3K + 2T).
+
+    ``tail`` (T,): the tail-shot classes; ``eligible`` (T, S): the groups worst-group accuracy
+    looks at.
+    """
     T, K, S = reference.shape
     r = sums.shape[0]
     den = cells_to_tks(sums[..., 2 * K:3 * K], T, S).reshape(r, -1)
@@ -102,10 +132,11 @@ def _fast_metrics(sums: np.ndarray, reference: SCGReference) -> tuple[dict, dict
     for j in range(2):
         num = cells_to_tks(sums[..., j * K:(j + 1) * K], T, S).reshape(r, -1)
         stats = scg_statistics(reference, num, den)
-        onehot = sums[..., 3 * K + j * T:3 * K + (j + 1) * T].reshape(r, T, S, T).sum(axis=2)
+        cells = sums[..., 3 * K + j * T:3 * K + (j + 1) * T].reshape(r, T, S, T)  # [r, class, subgroup, pred]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
-            metrics = _confusion_metrics(onehot)
+            metrics = _confusion_metrics(cells.sum(axis=2), tail)
+            metrics["worst_group_accuracy"] = _worst_group_accuracy(cells, eligible)
         metrics.update({
             "cdi": np.abs(stats["signed_rho"]), "cdi_signed_rho": stats["signed_rho"],
             "cdi_within": np.abs(stats["within_signed"]), "cdi_within_signed": stats["within_signed"],
@@ -116,17 +147,20 @@ def _fast_metrics(sums: np.ndarray, reference: SCGReference) -> tuple[dict, dict
     return out[0], out[1]
 
 
-def _fast_seed(pair: SeedPair, reference: SCGReference, n_draws: int,
-               rng: np.random.Generator) -> tuple[dict, dict, dict, dict]:
+def _fast_seed(pair: SeedPair, reference: SCGReference, n_draws: int, rng: np.random.Generator,
+               tail: np.ndarray) -> tuple[dict, dict, dict, dict]:
     """(original A, original B, A over n_draws resamples, B over n_draws resamples) of one seed."""
     T, K, S = reference.shape
     values, cells = _pair_values(pair, reference)
-    a0, b0 = _fast_metrics(cell_sums(cells, values, T * S)[None], reference)
+    # worst-group accuracy looks at the groups with >= min_group_n samples in this seed's original split
+    n_group = np.bincount(cells, minlength=T * S).reshape(T, S)
+    eligible = (n_group >= reference.min_group_n) & (n_group > 0)
+    a0, b0 = _fast_metrics(cell_sums(cells, values, T * S)[None], reference, tail, eligible)
     if n_draws == 0:
         return a0, b0, {k: np.empty(0) for k in a0}, {k: np.empty(0) for k in b0}
     order, bounds = _sorted_by_cell(cells, T * S)
     sums = bootstrap_cell_sums(values[order], bounds, n_draws, rng)
-    a, b = _fast_metrics(sums, reference)
+    a, b = _fast_metrics(sums, reference, tail, eligible)
     return a0, b0, a, b
 
 
@@ -162,12 +196,17 @@ def paired_bootstrap(
     n_boot: int = 2000,
     seed: int = 0,
     ci: float = 0.95,
+    shot_scale: float | str = 1.0,
 ) -> pd.DataFrame:
     """Hierarchical paired bootstrap of B against A (see module docstring), one row per metric.
 
     ``pairs``: one :class:`SeedPair` per seed. ``metrics``: names from :data:`FAST_METRICS` or a
-    callable ``f(y, probs, subgroups, scores, reference) -> dict``. Columns: metric, a, b, delta,
-    ci_low, ci_high, p, significant, rel_reduction, rel_ci_low, rel_ci_high, n_seeds, n_boot.
+    callable ``f(y, probs, subgroups, scores, reference) -> dict``. ``shot_scale``: the runs'
+    training setting that scales the shot thresholds of ``tail_accuracy`` (its tail classes are
+    those below ``shot_thresholds(reference.class_counts, scale=shot_scale)``'s ``few``; none when
+    the class counts are unknown).
+    Columns: metric, a, b, delta, ci_low, ci_high, p, significant, rel_reduction, rel_ci_low,
+    rel_ci_high, n_seeds, n_boot.
     """
     if not pairs:
         raise CoverageError("paired_bootstrap: no seed pairs given")
@@ -178,6 +217,9 @@ def paired_bootstrap(
     if unknown:
         raise CoverageError(f"paired_bootstrap: unknown metric(s) {unknown}; built-in: {list(FAST_METRICS)} "
                             "(or pass a callable)")
+    T = reference.shape[0]
+    counts = reference.class_counts
+    tail = np.zeros(T, bool) if counts is None else shot_groups(counts, scale=shot_scale) == "tail"
     rng = np.random.default_rng(seed)
     n_seeds = len(pairs)
     drawn = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # seeds of each draw, with replacement
@@ -187,7 +229,7 @@ def paired_bootstrap(
         if names is None:
             a0, b0, a, b = _generic_seed(pair, reference, int(slots.sum()), rng, metrics)
         else:
-            a0, b0, a, b = _fast_seed(pair, reference, int(slots.sum()), rng)
+            a0, b0, a, b = _fast_seed(pair, reference, int(slots.sum()), rng, tail)
         for store, orig, part, whole in ((boot_a, orig_a, a, a0), (boot_b, orig_b, b, b0)):
             for k in part:
                 store.setdefault(k, np.full((n_boot, n_seeds), np.nan))[slots] = part[k]
@@ -245,6 +287,12 @@ def _seed_of(run_dir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _shot_scale(run_dir: Path) -> float | str:
+    """A run's ``shot_scale`` training setting from its config.json (1.0, the default, when absent)."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()).get("shot_scale", 1.0) if path.is_file() else 1.0
+
+
 def _read_split(run_dir: Path, split: str, reference: SCGReference) -> pd.DataFrame:
     path = run_dir / f"predictions_{split}.csv"
     if not path.is_file():
@@ -287,7 +335,8 @@ def paired_from_runs(
 
     Runs are paired by seed (``metrics.json``'s seed or the ``-s<seed>`` folder suffix; by position
     when neither is known). The reference is read from A's first ``reference.json`` and must be the
-    same in every run (same training data).
+    same in every run (same training data); the ``shot_scale`` of ``tail_accuracy`` from A's first
+    ``config.json``.
     """
     dirs_a, dirs_b = [Path(d) for d in run_dirs_a], [Path(d) for d in run_dirs_b]
     if not dirs_a or len(dirs_a) != len(dirs_b):
@@ -305,7 +354,7 @@ def paired_from_runs(
             raise CoverageError(f"{d}/reference.json differs from {dirs_a[0]}/reference.json: runs were trained "
                                 "on different data and cannot be paired")
     pairs = [load_pair(a, b, split, reference) for a, b in zip(dirs_a, dirs_b)]
-    return paired_bootstrap(pairs, reference, metrics, n_boot=n_boot, seed=seed)
+    return paired_bootstrap(pairs, reference, metrics, n_boot=n_boot, seed=seed, shot_scale=_shot_scale(dirs_a[0]))
 
 
 __all__ = [
