@@ -2,9 +2,10 @@
 
 Each notebook gets the parameters of ``notebooks/params/<profile>.yaml`` (only the keys its
 ``parameters`` cell declares) and is stored executed in ``reports/executed/<profile>/``, so a
-smoke run never overwrites the default's. Progress is printed per notebook with the elapsed
-time, and ``reports/tables/pipeline_timing.csv`` records (profile, notebook, seconds). A failing
-notebook stops the pipeline with the notebook and cell that failed.
+smoke run never overwrites the default's. The notebooks that only read run folders execute
+side by side (``--jobs`` at a time), then the summary notebook. Progress is printed per notebook
+with the elapsed time, and ``reports/tables/pipeline_timing.csv`` records (profile, notebook,
+seconds) and the total. A failing notebook stops the pipeline with the notebook and cell that failed.
 
 The README's results section is not touched here: ``make readme-results`` (``--readme-results``)
 splices the Markdown that the last notebook writes (``tables/readme_results.md``) into README.md
@@ -18,6 +19,7 @@ import ast
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -87,8 +89,17 @@ def train_grid(params: dict, jobs: int) -> int:
     return len(configs)
 
 
+#: Notebooks that read the tables the others write: they run once all the others have finished.
+SUMMARY_NOTEBOOKS = ("05_paper_figures.ipynb",)
+
+
 def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | None = None) -> pd.DataFrame:
-    """Execute ``notebooks/[0-9][0-9]_*.ipynb`` in order; returns the timing table it also writes."""
+    """Execute ``notebooks/[0-9][0-9]_*.ipynb``; returns the timing table it also writes.
+
+    The grid is trained first, so the notebooks only read run folders: all but the summary ones
+    (:data:`SUMMARY_NOTEBOOKS`) run ``jobs`` at a time, then the summary. The table has one row per
+    notebook (its own seconds, in notebook order) and a last ``total`` row (the wall clock).
+    """
     params = dict(_params(profile), jobs=jobs)
     out_dir = REPORTS_DIR / "executed" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,16 +111,30 @@ def run_notebooks(profile: str = "default", jobs: int = 2, only: list[str] | Non
         train_grid(params, jobs)
         rows.append({"profile": profile, "notebook": "training grid", "seconds": round(time.perf_counter() - start, 1)})
     os.environ.setdefault("TQDM_DISABLE", "1")  # the notebooks' own output stays quiet
+    waves = [[nb for nb in notebooks if nb.name not in SUMMARY_NOTEBOOKS],
+             [nb for nb in notebooks if nb.name in SUMMARY_NOTEBOOKS]]
+    label = {nb: f"[{profile} {i}/{len(notebooks)}] {nb.name}" for i, nb in enumerate(notebooks, 1)}
+
+    def execute(nb: Path) -> dict:
+        given = {k: v for k, v in params.items() if k in notebook_parameters(nb)}
+        print(f"{label[nb]} ...", flush=True)
+        t0 = time.perf_counter()
+        _execute(nb, out_dir / nb.name, given)
+        seconds = round(time.perf_counter() - t0, 1)
+        print(f"{label[nb]} done in {_duration(seconds)} (elapsed {_duration(time.perf_counter() - start)})",
+              flush=True)
+        return {"profile": profile, "notebook": nb.name, "seconds": seconds}
+
     try:
-        for i, nb in enumerate(notebooks, 1):
-            given = {k: v for k, v in params.items() if k in notebook_parameters(nb)}
-            print(f"[{profile} {i}/{len(notebooks)}] {nb.name} ...", flush=True)
-            t0 = time.perf_counter()
-            _execute(nb, out_dir / nb.name, given)
-            rows.append({"profile": profile, "notebook": nb.name, "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"[{profile} {i}/{len(notebooks)}] {nb.name} done in {_duration(rows[-1]['seconds'])} "
-                  f"(elapsed {_duration(time.perf_counter() - start)})", flush=True)
+        for wave in waves:
+            with ThreadPoolExecutor(max(1, min(jobs, len(wave) or 1))) as pool:  # each notebook has its own kernel
+                futures = [pool.submit(execute, nb) for nb in wave]
+            rows += [f.result() for f in futures if f.exception() is None]
+            failed = [f.exception() for f in futures if f.exception() is not None]
+            if failed:
+                raise failed[0]
     finally:
+        rows.append({"profile": profile, "notebook": "total", "seconds": round(time.perf_counter() - start, 1)})
         timing = pd.DataFrame(rows, columns=["profile", "notebook", "seconds"])
         write_timing(timing, profile)
     return timing
@@ -159,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     timing = run_notebooks(args.profile, args.jobs, args.only)
     print(timing.to_string(index=False), flush=True)
-    print(f"paper-figures ({args.profile}) finished in {_duration(timing['seconds'].sum())}", flush=True)
+    print(f"paper-figures ({args.profile}) finished in {_duration(timing['seconds'].iloc[-1])}", flush=True)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 
 import nbformat
 import pandas as pd
@@ -66,16 +67,34 @@ def test_profiles_get_their_own_executed_folder_and_timing(fake_repo, capsys):
     assert sorted(p.name for p in (root / "reports" / "executed" / "smoke").iterdir()) == ["01_a.ipynb", "02_b.ipynb"]
     assert [p.name for p in (root / "reports" / "executed" / "default").iterdir()] == ["02_b.ipynb"]
     assert calls[0] == ("grid", 1, 2)  # the whole grid is trained first, then the notebooks re-plot
-    assert calls[1] == ("01_a.ipynb", {"seed": 1})  # only declared parameters are passed
-    assert calls[2] == ("02_b.ipynb", {"jobs": 2})
+    # only declared parameters are passed (the two notebooks run side by side, in either order)
+    assert sorted(calls[1:3]) == [("01_a.ipynb", {"seed": 1}), ("02_b.ipynb", {"jobs": 2})]
     assert ("grid", 3, 1) not in calls  # a partial run (--only) trains nothing up front
     smoke = pd.read_csv(root / "reports" / "smoke" / "tables" / "pipeline_timing.csv")
     assert list(smoke.columns) == ["profile", "notebook", "seconds"]
-    assert list(smoke["notebook"]) == ["training grid", "01_a.ipynb", "02_b.ipynb"] and (smoke["seconds"] >= 0).all()
+    assert list(smoke["notebook"]) == ["training grid", "01_a.ipynb", "02_b.ipynb", "total"]
+    assert (smoke["seconds"] >= 0).all() and smoke["seconds"].iloc[-1] >= smoke["seconds"].iloc[0]
     default = pd.read_csv(root / "reports" / "tables" / "pipeline_timing.csv")
-    assert list(default["profile"]) == ["default"]
+    assert list(default["notebook"]) == ["02_b.ipynb", "total"] and set(default["profile"]) == {"default"}
     out = capsys.readouterr().out
     assert "[smoke 1/2] 01_a.ipynb done in" in out and "elapsed" in out
+
+
+def test_notebooks_run_side_by_side_and_the_summary_last(fake_repo, monkeypatch):
+    root, calls = fake_repo
+    write_notebook(root / "notebooks" / "05_paper_figures.ipynb", "seed: int = 0")
+    both_running = threading.Barrier(2, timeout=10)  # breaks (and fails the run) unless 01 and 02 overlap
+    order = []
+
+    def execute(nb, target, given):
+        if nb.name != "05_paper_figures.ipynb":
+            both_running.wait()
+        order.append(nb.name)
+
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    timing = pipeline.run_notebooks("default", jobs=2)
+    assert order[-1] == "05_paper_figures.ipynb" and sorted(order[:2]) == ["01_a.ipynb", "02_b.ipynb"]
+    assert list(timing["notebook"]) == ["training grid", "01_a.ipynb", "02_b.ipynb", "05_paper_figures.ipynb", "total"]
 
 
 def test_timing_is_written_when_a_notebook_fails(fake_repo, monkeypatch):
@@ -89,7 +108,7 @@ def test_timing_is_written_when_a_notebook_fails(fake_repo, monkeypatch):
     with pytest.raises(SystemExit, match="02_b"):
         pipeline.run_notebooks("default")
     assert list(pd.read_csv(root / "reports" / "tables" / "pipeline_timing.csv")["notebook"]) == ["training grid",
-                                                                                                 "01_a.ipynb"]
+                                                                                                 "01_a.ipynb", "total"]
 
 
 README = "# T\n\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n"
