@@ -1,4 +1,4 @@
-"""``make paper-figures``: execute the notebooks in order with papermill.
+"""``make paper-figures``: train the grid, then execute the notebooks with papermill.
 
 Each notebook gets the parameters of ``notebooks/params/<profile>.yaml`` (only the keys its
 ``parameters`` cell declares) and is stored executed in ``reports/executed/<profile>/``, so a
