@@ -1,7 +1,7 @@
 """Paired stress-split comparison of methods and the oracle on any named benchmark configurations.
 
     .venv/bin/python bench/diagnostic_configurations.py compositional shortcut [--methods erm erm_desc semcovnet groupdro]
-        [--seeds 0 1 2] [--benchmark-seed 0] [--jobs 2] [--set KEY=VALUE ...]
+        [--seeds 0 1 2] [--benchmark-seed 0] [--jobs 2] [--set KEY=VALUE [KEY=VALUE ...]]
 
 The same runs and statistics as notebook 04's configuration table (``plan.configuration_configs``,
 ``results.configuration_paired``: every method and the balanced-coverage oracle against ERM, 3
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--benchmark-seed", type=int, default=0, help="seed of the benchmark draws (pipeline: 0)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SemCovNet hyper-parameter")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="SemCovNet hyper-parameters")
     args = parser.parse_args()
     grid = plan.configuration_configs("default", args.seeds, args.configurations, args.methods)
     hp = parse_overrides(args.set)
