@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from semcov_lib.models import backbones as bb
 from semcov_lib.models.data_info import DataInfo
+from semcov_lib.paths import REPO_ROOT
 
 
 def _info(input_shape=(3, 32, 32), features_cached: bool = False) -> DataInfo:
@@ -173,3 +177,24 @@ def test_a_feature_depends_on_its_image_alone(monkeypatch):
     assert torch.equal(bb.extract_features(images[order], workers=1), one_thread[order])  # other neighbours
     monkeypatch.setattr(bb, "FEATURE_CHUNK", 64)  # chunks of 64 and 8 over 2 spawned processes
     assert torch.equal(bb.extract_features(images, workers=2), one_thread)
+
+
+def test_feature_workers_that_cannot_start_fall_back_to_one_process(tmp_path):
+    # a script without the `if __name__ == "__main__":` guard cannot spawn workers: the features
+    # still come out, the same bits, with a warning that says why it was slower
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import warnings, torch\n"
+        "from semcov_lib.models import backbones as bb\n"
+        "bb.FEATURE_CHUNK = 8\n"
+        "g = torch.Generator().manual_seed(2)\n"
+        "images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    feats = bb.extract_features(images, input_size=64, workers=2)\n"
+        "assert torch.equal(feats, bb.extract_features(images, input_size=64, workers=1))\n"
+        "assert any('could not start' in str(w.message) for w in caught), [str(w.message) for w in caught]\n"
+        "print('FALLBACK-OK')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+    assert "FALLBACK-OK" in done.stdout, done.stderr[-2000:]

@@ -25,7 +25,9 @@ import io
 import math
 import multiprocessing as mp
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import torch
@@ -338,14 +340,20 @@ def extract_features(
         with _one_thread():
             return _features(_feature_net(input_size, device), images_uint8, batch_size, progress)
     chunks = [images_uint8[i:i + FEATURE_CHUNK].numpy() for i in starts]  # numpy: pickled by value
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_feature_worker,
-                             initargs=(input_size, batch_size)) as pool:
-        parts = pool.map(_chunk_features, chunks)
-        if progress:
-            from tqdm.auto import tqdm
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_feature_worker,
+                                 initargs=(input_size, batch_size)) as pool:
+            parts = pool.map(_chunk_features, chunks)
+            if progress:
+                from tqdm.auto import tqdm
 
-            parts = tqdm(parts, total=len(chunks), desc=f"lite0 features ({workers} processes)")
-        return torch.from_numpy(np.concatenate(list(parts)))
+                parts = tqdm(parts, total=len(chunks), desc=f"lite0 features ({workers} processes)")
+            return torch.from_numpy(np.concatenate(list(parts)))
+    except BrokenProcessPool:  # e.g. a script without `if __name__ == "__main__":` cannot spawn
+        warnings.warn("feature extraction: worker processes could not start (a script that calls semcov "
+                      "without `if __name__ == \"__main__\":`?); extracting in this process, one thread "
+                      "(same features, slower)", RuntimeWarning, stacklevel=2)
+        return extract_features(images_uint8, name, input_size, batch_size, device, progress, workers=1)
 
 
 def usable_cores() -> int:
