@@ -231,6 +231,9 @@ def test_paired_from_runs_reads_files_and_pairs_by_seed(tmp_path):
     pd.testing.assert_frame_equal(from_files, direct, rtol=1e-9)
     with pytest.raises(CoverageError, match="do not pair"):
         paired_from_runs([tmp_path / "a-s0"], [tmp_path / "b-s1"], "stress", n_boot=10)
+    write_run(tmp_path / "c-s0", 0, ref, y, s, a, pb[0], shot_scale=1.0)  # another profile's tail classes
+    with pytest.raises(CoverageError, match="c-s0/config.json has shot_scale 1.0"):
+        paired_from_runs([tmp_path / "a-s0"], [tmp_path / "c-s0"], "stress", n_boot=10)
     with pytest.raises(FileNotFoundError, match="predictions_test.csv"):
         paired_from_runs([tmp_path / "a-s0"], [tmp_path / "b-s0"], "test", n_boot=10)
     with pytest.raises(CoverageError, match="unknown metric"):

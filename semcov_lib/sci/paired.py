@@ -335,8 +335,8 @@ def paired_from_runs(
 
     Runs are paired by seed (``metrics.json``'s seed or the ``-s<seed>`` folder suffix; by position
     when neither is known). The reference is read from A's first ``reference.json`` and must be the
-    same in every run (same training data); the ``shot_scale`` of ``tail_accuracy`` from A's first
-    ``config.json``.
+    same in every run (same training data); so must the ``shot_scale`` of ``tail_accuracy`` (each
+    run's ``config.json``).
     """
     dirs_a, dirs_b = [Path(d) for d in run_dirs_a], [Path(d) for d in run_dirs_b]
     if not dirs_a or len(dirs_a) != len(dirs_b):
@@ -353,8 +353,14 @@ def paired_from_runs(
         if other.shape != reference.shape or not np.allclose(other.coverage, reference.coverage, equal_nan=True):
             raise CoverageError(f"{d}/reference.json differs from {dirs_a[0]}/reference.json: runs were trained "
                                 "on different data and cannot be paired")
+    scales = {d: _shot_scale(d) for d in dirs_a + dirs_b}
+    if len(set(scales.values())) > 1:  # tail classes would differ between A and B
+        odd = next(d for d in scales if scales[d] != scales[dirs_a[0]])
+        raise CoverageError(f"{odd}/config.json has shot_scale {scales[odd]!r}, {dirs_a[0]}/config.json "
+                            f"{scales[dirs_a[0]]!r}: the runs define tail classes differently; compare runs "
+                            "of the same profile")
     pairs = [load_pair(a, b, split, reference) for a, b in zip(dirs_a, dirs_b)]
-    return paired_bootstrap(pairs, reference, metrics, n_boot=n_boot, seed=seed, shot_scale=_shot_scale(dirs_a[0]))
+    return paired_bootstrap(pairs, reference, metrics, n_boot=n_boot, seed=seed, shot_scale=scales[dirs_a[0]])
 
 
 __all__ = [
