@@ -83,20 +83,19 @@ DEFAULTS: dict = {
     # 0-2, table reports/tables/tuning_semcovnet.csv, choice in tuning_choice.json. Rule: lowest
     # mean validation cdi_within among settings whose macro-F1 is >= ERM - 0.5 points and whose
     # Head/Middle error is <= ERM + 0.5 points (paired by seed). Validation means over 3 seeds
-    # (ERM: macro-F1 0.470, cdi_within 0.451, Head/Middle/Tail error 0.293/0.632/0.664):
-    #   balance λ=1, no SDM/DAM/DVA (chosen)  F1 0.488  cdi_within 0.413  H/M/T 0.297/0.612/0.634
-    #   balance λ=1                           F1 0.482  cdi_within 0.421  H/M/T 0.297/0.619/0.648
-    #   adjust λ=1                            F1 0.485  cdi_within 0.463  H/M/T 0.283/0.585/0.652
-    #   balance λ=1, hard membership          F1 0.467  cdi_within 0.425  H/M/T 0.327/0.609/0.638
-    #   closed_loop λ=3 (previous default)    F1 0.467  cdi_within 0.419  H/M/T 0.300/0.649/0.663
-    #   rare_reweight λ=1 (since dropped)     F1 0.466  cdi_within 0.438  H/M/T 0.297/0.648/0.670
-    #   squared (paper) λ=0.1                 F1 0.465  cdi_within 0.452  H/M/T 0.289/0.655/0.669
-    #   relu_neg λ=50                         F1 0.428  cdi_within 0.402  H/M/T 0.336/0.675/0.656
-    #   no correction                         F1 0.456  cdi_within 0.457  H/M/T 0.295/0.666/0.676
-    # Eligible: balance λ=1 (with or without the descriptor pathway) and adjust λ=1. rare_reweight,
-    # dominated by balance on every column, left the grid afterwards (its row: the tuning table of
-    # commit a024315). `--set
-    # cdi_mode=squared --set lambda_cdi=0.1` is the paper's setting.
+    # (ERM: macro-F1 0.469, cdi_within 0.450, Head/Middle/Tail error 0.294/0.632/0.665):
+    #   balance λ=1, no SDM/DAM/DVA (chosen)  F1 0.487  cdi_within 0.409  H/M/T 0.296/0.610/0.634
+    #   balance λ=1                           F1 0.485  cdi_within 0.421  H/M/T 0.293/0.620/0.644
+    #   adjust λ=1                            F1 0.490  cdi_within 0.461  H/M/T 0.277/0.587/0.657
+    #   balance λ=1, hard membership          F1 0.472  cdi_within 0.420  H/M/T 0.320/0.607/0.639
+    #   closed_loop λ=3 (previous default)    F1 0.468  cdi_within 0.417  H/M/T 0.304/0.647/0.657
+    #   squared (paper) λ=0.1                 F1 0.460  cdi_within 0.455  H/M/T 0.295/0.651/0.674
+    #   relu_neg λ=50                         F1 0.422  cdi_within 0.407  H/M/T 0.346/0.679/0.658
+    #   no correction                         F1 0.457  cdi_within 0.448  H/M/T 0.297/0.657/0.675
+    # Eligible: balance λ=1 (with or without the descriptor pathway) and adjust λ=1. rare_reweight
+    # λ=1 (F1 0.466, cdi_within 0.438 in an earlier run), dominated by balance on every column,
+    # left the grid (its row: the tuning table of commit a024315). `--set cdi_mode=squared --set
+    # lambda_cdi=0.1` is the paper's setting.
     "cdi_mode": "balance",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | adjust
     "cdi_rare_beta": 0.5,  # rare_reweight: u_g ∝ ((median + ε) / (cov_g + ε))^β
     "cdi_rare_eps": 0.05,
