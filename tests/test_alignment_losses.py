@@ -304,6 +304,12 @@ def test_balancing_weights_hand_computed():
     capped = CoverageBalancingWeights(_two_concepts(), max_ratio=2.0, hard=True).weights(
         desc, torch.ones(2, 2), y, s, alpha=1.0)
     np.testing.assert_allclose(capped.numpy(), np.array([0.5, 2.0]) / np.mean([0.5, 2.0]), rtol=1e-5)
+    # min_ratio = 1 (rare side only): 0.39 -> 1, 6.25 kept
+    rare_side = CoverageBalancingWeights(_two_concepts(), max_ratio=100.0, hard=True, min_ratio=1.0)
+    np.testing.assert_allclose(rare_side.ratio(desc, torch.ones(2, 2), y, s, alpha=1.0).numpy(), [1.0, 6.25],
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="min_ratio"):
+        CoverageBalancingWeights(_two_concepts(), max_ratio=2.0, min_ratio=3.0)
     # an unobserved descriptor contributes no factor
     w_masked = bw.weights(desc, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), y, s, alpha=1.0)
     r = np.array([0.5 / 0.8, 0.5 / 0.2])

@@ -459,3 +459,24 @@ def test_balance_hard_membership_needs_presence_rates():
     info = _info(presence=np.full((T, K, S), 0.3))
     model = build_method("semcovnet", info, {**TINY, "cdi_mode": "balance", "cdi_balance_membership": "hard"})
     assert model.balance_weights.hard
+
+
+def test_resample_mode_draws_by_the_balance_ratio_and_keeps_the_plain_ce():
+    """Hand-computed: class 0, subgroup 0 with p = (0.1, 0.5, 0.9, 0.5), so r = mean p = 0.5; scores
+    z = (1, 0, 1, 0.5) give Π_k [z r/p + (1−z)(1−r)/(1−p)] = 5 · 1 · (5/9) · 1 = 25/9."""
+    from types import SimpleNamespace
+
+    coverage = np.full((T, K, S), 0.5)
+    coverage[0, :, 0] = [0.1, 0.5, 0.9, 0.5]
+    torch.manual_seed(0)
+    model = build_method("semcovnet", _info(coverage=coverage),
+                         {**TINY, "cdi_mode": "resample", "lambda_cdi": 1.0, "cdi_warmup_epochs": 1})
+    split = SimpleNamespace(y=torch.tensor([0, 1]), subgroup=torch.tensor([0, 0]),
+                            desc=torch.tensor([[1.0, 0.0, 1.0, 0.5], [1.0, 0.0, 1.0, 0.5]]),
+                            desc_mask=torch.ones(2, K))
+    assert model.sampling(TrainContext(epoch=0, n_epochs=3)) == "instance"  # warm-up: plain draws
+    assert model.sampling(TrainContext(epoch=1, n_epochs=3)) == "weighted"
+    torch.testing.assert_close(model.sample_weights(split), torch.tensor([25 / 9, 1.0]))
+    backbone = _build(cdi_mode="resample", cdi_warmup_epochs=1, use_sdm=False, use_dam=False, use_dva=False)
+    per_ce, warm, loss, _ = _warm_and_corrected_losses(backbone, _batch())
+    torch.testing.assert_close(loss, per_ce.mean())  # the draws do the balancing: the loss is the plain CE

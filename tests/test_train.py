@@ -303,3 +303,25 @@ def test_parallel_workers_get_one_gpu_each(monkeypatch):
     for hidden in ("", "-1"):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
         assert visible_gpus() == []
+
+
+def test_weighted_epoch_order_follows_the_weights():
+    """Draw frequencies match the weights (chi-square), zero weights are never drawn, the order is a
+    pure function of (seed, epoch), and unusable weights raise."""
+    from scipy.stats import chisquare
+
+    from semcov_lib.experiment.batches import epoch_order
+
+    n = 4000
+    weights = torch.tensor([0.0, 1.0, 2.0, 5.0]).repeat(n // 4)
+    labels = torch.zeros(n, dtype=torch.long)
+    order = epoch_order(n, labels, "weighted", 3, 1, weights)
+    assert order.shape == (n,)
+    counts = np.bincount((order % 4).numpy(), minlength=4)
+    assert counts[0] == 0
+    assert chisquare(counts[1:], n * np.array([1, 2, 5]) / 8).pvalue > 1e-3
+    assert torch.equal(order, epoch_order(n, labels, "weighted", 3, 1, weights))
+    assert not torch.equal(order, epoch_order(n, labels, "weighted", 3, 2, weights))
+    for bad in (None, torch.ones(n - 1), -weights, torch.zeros(n)):
+        with pytest.raises(ValueError, match="weighted sampling"):
+            epoch_order(n, labels, "weighted", 3, 1, bad)

@@ -280,8 +280,12 @@ def make_batch(split: SplitTensors, idx: torch.Tensor, device: torch.device, aug
     }
 
 
-def epoch_order(n: int, labels: torch.Tensor, mode: str, seed: int, epoch: int) -> torch.Tensor:
-    """Sample order of one epoch, a pure function of (seed, epoch) so resumes repeat it."""
+def epoch_order(n: int, labels: torch.Tensor, mode: str, seed: int, epoch: int,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample order of one epoch, a pure function of (seed, epoch) so resumes repeat it.
+
+    ``"weighted"`` draws n samples with replacement, sample i with probability ∝ ``weights[i]``.
+    """
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if mode == "instance":
         return torch.randperm(n, generator=gen)
@@ -289,6 +293,10 @@ def epoch_order(n: int, labels: torch.Tensor, mode: str, seed: int, epoch: int) 
         counts = torch.bincount(labels)
         weights = (1.0 / counts.clamp(min=1).float())[labels]
         return torch.multinomial(weights, n, replacement=True, generator=gen)
-    raise ValueError(f"unknown sampling mode {mode!r}; expected 'instance' or 'class_balanced'")
+    if mode == "weighted":
+        if weights is None or weights.shape != (n,) or not bool(torch.all(weights >= 0)) or not weights.sum() > 0:
+            raise ValueError(f"weighted sampling needs {n} non-negative weights with a positive sum")
+        return torch.multinomial(weights.double().cpu(), n, replacement=True, generator=gen)
+    raise ValueError(f"unknown sampling mode {mode!r}; expected 'instance', 'class_balanced' or 'weighted'")
 
 

@@ -266,7 +266,9 @@ def _train_locked(config: TrainConfig, run_dir: Path, progress: bool, force: boo
     for epoch in bar:
         ctx = TrainContext(epoch=epoch, n_epochs=config.epochs, step=step, device=device)
         model.on_epoch_start(ctx)
-        order = epoch_order(len(train_split), train_split.y, model.sampling(ctx), config.seed, epoch)
+        mode = model.sampling(ctx)
+        draw = model.sample_weights(train_split) if mode == "weighted" else None
+        order = epoch_order(len(train_split), train_split.y, mode, config.seed, epoch, draw)
         if world > 1:
             order = _rank_shard(order, rank, world)
         aug_gen = torch.Generator().manual_seed(config.seed * 7919 + epoch)

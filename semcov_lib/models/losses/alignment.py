@@ -23,7 +23,7 @@ from torch.nn import functional as F
 DVA_MODES = ("cosine", "infonce")
 PENALTY_MODES = ("squared", "relu_neg")  # CDIRegularizer: a penalty on r
 REWEIGHT_MODES = ("closed_loop", "rare_reweight")  # RareSCGWeights: per-sample CE weights
-BALANCE_MODES = ("balance", "adjust")  # to balanced coverage: importance weights | logit adjustment
+BALANCE_MODES = ("balance", "resample", "adjust")  # to balanced coverage: importance weights | draws | logit adjustment
 CDI_MODES = PENALTY_MODES + REWEIGHT_MODES + BALANCE_MODES
 
 
@@ -324,22 +324,35 @@ class CoverageBalancingWeights(nn.Module):
 
     so a rare concept that is present and a common one that is absent both weigh more. The weight
     is ratio^α (α tempers it: 0 = plain CE, 1 = full importance weighting), with the ratio kept in
-    [1/``max_ratio``, ``max_ratio``] before tempering; weights are rescaled to mean 1 in the batch
-    (the loss mean_i w_i ce_i is then the self-normalised Σ w_i ce_i / Σ w_i).
+    [``min_ratio``, ``max_ratio``] (``min_ratio`` None: 1/``max_ratio``) before tempering; weights
+    are rescaled to mean 1 in the batch (the loss mean_i w_i ce_i is then the self-normalised
+    Σ w_i ce_i / Σ w_i). ``min_ratio`` = 1 acts on the rare side only: no sample weighs less
+    than a plain one before normalisation, so well-covered samples keep their weight relative to
+    each other and only the samples whose concepts are rarer than balanced gain.
     """
 
     def __init__(self, coverage: np.ndarray | torch.Tensor, max_ratio: float = 20.0, eps: float = 0.01,
-                 hard: bool = False):
+                 hard: bool = False, min_ratio: float | None = None):
         super().__init__()
         self.hard = hard  # z = 1[score >= 0.5]; ``coverage`` must then be the hard presence rate
         cov = _coverage_tensor(coverage)
         self.max_log = math.log(max_ratio)
+        self.min_log = -self.max_log if min_ratio is None else math.log(min_ratio)
+        if not self.min_log <= self.max_log:
+            raise ValueError(f"balancing weights: min_ratio={min_ratio} exceeds max_ratio={max_ratio}")
         self.eps = eps
         self.register_buffer("coverage", cov, persistent=False)
 
     @torch.no_grad()
     def weights(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
                 subgroup: torch.Tensor, alpha: float) -> torch.Tensor:
+        w = self.ratio(desc, desc_mask, y, subgroup, alpha)
+        return w / _global_mean(w).clamp_min(1e-12)  # self-normalised: mean weight 1 in the (global) batch
+
+    @torch.no_grad()
+    def ratio(self, desc: torch.Tensor, desc_mask: torch.Tensor | None, y: torch.Tensor,
+              subgroup: torch.Tensor, alpha: float) -> torch.Tensor:
+        """The capped, tempered ratio^α per sample, before normalisation (also draw weights)."""
         if self.hard:
             desc = (torch.nan_to_num(desc) >= 0.5).to(desc.dtype).where(torch.isfinite(desc), desc)
         z, weight, p, r = _balance_terms(self.coverage, desc, desc_mask, subgroup, self.eps)
@@ -347,8 +360,7 @@ class CoverageBalancingWeights(nn.Module):
         z, weight, p, r = z[:, 0], weight[rows, y], p[rows, y], r[rows, y]  # the sample's own class
         factor = z * r / p + (1 - z) * (1 - r) / (1 - p)
         log_ratio = (torch.log(factor) * weight).sum(dim=1)  # log Π_k factor_k over observed k
-        w = torch.exp(alpha * log_ratio.clamp(-self.max_log, self.max_log))  # ratio^α, ratio capped
-        return w / _global_mean(w).clamp_min(1e-12)  # self-normalised: mean weight 1 in the (global) batch
+        return torch.exp(alpha * log_ratio.clamp(self.min_log, self.max_log))  # ratio^α, ratio capped
 
 
 def _global_mean(w: torch.Tensor) -> torch.Tensor:

@@ -90,8 +90,14 @@ class Method(nn.Module):
         return self(batch)["logits"]
 
     def sampling(self, ctx: TrainContext) -> str:
-        """``"instance"`` (default) or ``"class_balanced"`` sampling for this epoch."""
+        """``"instance"`` (default), ``"class_balanced"`` or ``"weighted"`` sampling for this epoch
+        (``"weighted"``: draw with replacement by :meth:`sample_weights`)."""
         return "instance"
+
+    def sample_weights(self, split) -> torch.Tensor:
+        """(N,) non-negative draw weights over the training split's rows, for ``"weighted"`` sampling.
+        ``split`` holds the rows' ``y``, ``desc``, ``desc_mask`` and ``subgroup`` tensors."""
+        raise NotImplementedError(f"{type(self).__name__} asks for weighted sampling but defines no sample_weights")
 
     def on_epoch_start(self, ctx: TrainContext) -> None:
         """Hook: switch loss phases, freeze parts, ..."""

@@ -96,11 +96,12 @@ DEFAULTS: dict = {
     # λ=1 (F1 0.466, cdi_within 0.438 in an earlier run), dominated by balance on every column,
     # left the grid (its row: the tuning table of commit a024315). `--set cdi_mode=squared --set
     # lambda_cdi=0.1` is the paper's setting.
-    "cdi_mode": "balance",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | adjust
+    "cdi_mode": "balance",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | resample | adjust
     "cdi_rare_beta": 0.5,  # rare_reweight: u_g ∝ ((median + ε) / (cov_g + ε))^β
     "cdi_rare_eps": 0.05,
     "cdi_eta": 2.0,  # closed_loop: q_g ∝ exp(η·ℓ̄_g)
-    "cdi_balance_max": 20.0,  # balance: importance ratio capped here before ^λ_CDI
+    "cdi_balance_max": 20.0,  # balance/resample: importance ratio capped here before ^λ_CDI
+    "cdi_balance_min": 1.0,  # ... and floored here (1.0: the rare side only; 1/cdi_balance_max: both sides)
     "cdi_balance_membership": "soft",  # balance: soft scores | hard (score >= 0.5) presence
     # loss weights
     "lambda_dva": 0.1,
@@ -265,13 +266,14 @@ class SemCovNet(Method):
                                           mode=self.cdi_mode)
         elif self.use_cdi_reg and self.cdi_mode == "adjust":
             self.concept_adjust = ConceptLogitAdjustment(info.coverage)
-        elif self.use_cdi_reg and self.cdi_mode == "balance":
+        elif self.use_cdi_reg and self.cdi_mode in ("balance", "resample"):
             hard = _check_choice("cdi_balance_membership", hp["cdi_balance_membership"], ("soft", "hard")) == "hard"
             if hard and info.presence is None:
                 raise ValueError("SemCovNet: cdi_balance_membership=hard needs DataInfo.presence (the share of "
                                  "training samples with score >= 0.5 per SCG); build DataInfo with it")
             self.balance_weights = CoverageBalancingWeights(info.presence if hard else info.coverage,
-                                                            float(hp["cdi_balance_max"]), hard=hard)
+                                                            float(hp["cdi_balance_max"]), hard=hard,
+                                                            min_ratio=float(hp["cdi_balance_min"]))
         elif self.use_cdi_reg:
             self.rare_weights = RareSCGWeights(info.coverage, self.cdi_mode, beta=float(hp["cdi_rare_beta"]),
                                                eps=float(hp["cdi_rare_eps"]), eta=float(hp["cdi_eta"]))
@@ -386,6 +388,8 @@ class SemCovNet(Method):
             a = self.concept_adjust.offsets(batch["desc"], batch.get("desc_mask"), batch["subgroup"])
             parts["cdi"] = float(a.abs().mean())  # mean size of the adjustment
             return F.cross_entropy(logits + float(self.hp["lambda_cdi"]) * a, batch["y"])
+        if self.cdi_mode == "resample":  # the sampler draws the balanced distribution (sample_weights)
+            return per_ce.mean()
         if self.cdi_mode == "balance":
             w = self.balance_weights.weights(batch["desc"], batch.get("desc_mask"), batch["y"],
                                              batch["subgroup"], float(self.hp["lambda_cdi"]))
@@ -400,6 +404,17 @@ class SemCovNet(Method):
         w = self.rare_weights.weights(desc, mask, y, sub, float(self.hp["lambda_cdi"]))
         parts["cdi"] = float((w - 1.0).mean())  # mean extra weight on the rare side
         return (w * per_ce).mean()
+
+    def sampling(self, ctx: TrainContext) -> str:
+        """``resample``: once the correction acts, draw samples by their balancing ratio."""
+        return "weighted" if self.cdi_mode == "resample" and self.cdi_active(ctx) else "instance"
+
+    def sample_weights(self, split) -> torch.Tensor:
+        """Draw weights ratio_i^λ_CDI: the balance mode's importance weights, spent on which samples
+        are seen instead of on how much each counts, so a batch holds more distinct rare-concept
+        samples and no sample's gradient is scaled up by as much as ``cdi_balance_max``."""
+        return self.balance_weights.ratio(split.desc, split.desc_mask, split.y, split.subgroup,
+                                          float(self.hp["lambda_cdi"]))
 
     def selection_start_epoch(self, n_epochs: int) -> int:
         """With the coverage correction on, choose only among epochs where it acts (its final phase)."""
