@@ -51,10 +51,12 @@ def test_grids_share_runs_and_missing_runs_fail_loudly(tmp_path):
 
 
 def test_pipeline_configs_cover_every_notebook_grid_once():
-    params = {"profile": "smoke", "seeds": [0, 1], "ablation_seeds": [0], "configurations": ["default", "hard_descriptors"]}
+    params = {"profile": "smoke", "seeds": [0, 1], "ablation_seeds": [0], "configurations": ["default", "hard_descriptors"],
+              "tune_configurations": ["default", "hard_descriptors"]}
     configs = plan.pipeline_configs(params)
     folders = [run_dir_for(c) for c in configs]
     assert len(set(folders)) == len(folders)
+    from semcov_lib.experiment import tune
     from semcov_lib.experiment.tune import tune_configs
 
     methods = plan.CONFIGURATION_METHODS  # no rebalancing run has finished: it is not chosen yet
@@ -63,7 +65,7 @@ def test_pipeline_configs_cover_every_notebook_grid_once():
         *plan.descriptor_learner_configs("smoke", [0, 1]),
         *plan.ablation_configs("smoke", [0, 1], leave_one_out=False)["full"],  # notebook 02, every seed
         *plan.flatten(plan.ablation_configs("smoke", [0])),
-        *tune_configs("smoke", [0, 1]),
+        *tune_configs("smoke", [0, 1], tune.TuneSearch(configurations=("default", "hard_descriptors"))),
         *plan.flatten(plan.configuration_configs("smoke", [0, 1], ["default", "hard_descriptors"], methods)),
     ]
     assert set(folders) == {run_dir_for(c) for c in expected}

@@ -38,6 +38,23 @@ def test_choose_applies_the_rule():
     assert none["setting"] == "levels_down" and none["eligible"] == [] and "no setting" in none["reason"]
 
 
+def test_choose_needs_the_rule_on_every_configuration():
+    """A setting that is best on average but levels down on one configuration is not eligible; the
+    objective is averaged over configurations."""
+    a = _summary({"erm": (0.80, 0.40, 0.05, 0.10), "strong": (0.80, 0.10, 0.05, 0.10),
+                  "mild": (0.80, 0.35, 0.05, 0.10), "none": (0.80, 0.38, 0.05, 0.10)})
+    b = _summary({"erm": (0.70, 0.50, 0.05, 0.10), "strong": (0.70, 0.20, 0.08, 0.10),  # Head error +3 points
+                  "mild": (0.70, 0.45, 0.05, 0.10), "none": (0.70, 0.30, 0.05, 0.10)})
+    summary = pd.concat([a.assign(configuration="a"), b.assign(configuration="b")], ignore_index=True)
+    choice = tu.choose(summary)
+    assert choice["eligible"] == ["mild", "none"]
+    assert choice["setting"] == "none"  # mean cdi_within 0.34 < mild's 0.40, though mild is better on "a"
+    across = tu.across_configurations(summary).set_index("setting")
+    assert across.loc["strong", "cdi_within"] == pytest.approx(0.15) and not across.loc["strong", "eligible"]
+    assert (across["configuration"] == tu.ACROSS).all() and (across["n_configurations"] == 2).all()
+    assert tu.choose(a)["setting"] == "strong"  # on "a" alone the strong setting would have won
+
+
 def test_run_scores_prefers_val_stress(tmp_path):
     val = {k: 0.5 for k in tu.SCORE_KEYS}
     (tmp_path / "metrics.json").write_text(json.dumps({"val": val, "val_stress": {**val, "cdi_within": 0.1}}))
@@ -52,17 +69,24 @@ def test_run_scores_prefers_val_stress(tmp_path):
 
 def test_tune_end_to_end_on_smoke(tmp_path):
     grid = {"closed": {"cdi_mode": "closed_loop", "lambda_cdi": 1.0}, "off": {"use_cdi_reg": False}}
-    search = tu.TuneSearch(grid=grid, overrides={"max_steps": 1, "n_boot": 0})
+    search = tu.TuneSearch(grid=grid, overrides={"max_steps": 1, "n_boot": 0},
+                           configurations=("default", "hard_descriptors"))
     record = tu.tune("smoke", [0], search, jobs=1, runs_root=tmp_path / "runs", out_dir=tmp_path / "tables",
                      progress=False)
     table = pd.read_csv(tmp_path / "tables" / "tuning_semcovnet.csv")
-    assert list(table["setting"]) == ["erm", "closed", "off"] * 2
-    assert list(table["seed"].astype(str)) == ["0"] * 3 + ["mean"] * 3
+    assert list(table["setting"]) == ["erm", "closed", "off"] * 5  # 2 configurations x (runs, means), then "all"
+    assert list(table["configuration"]) == ["default"] * 3 + ["hard_descriptors"] * 3 + ["default"] * 3 \
+        + ["hard_descriptors"] * 3 + ["all"] * 3
+    assert list(table["seed"].astype(str)) == ["0"] * 6 + ["mean"] * 9
     assert table["macro_f1"].between(0, 1).all()
     saved = json.loads((tmp_path / "tables" / "tuning_choice.json").read_text())
     assert saved["setting"] == record["setting"] in grid and saved["hp"] == grid[saved["setting"]]
     assert saved["rule"] == {"max_f1_drop": 0.005, "max_error_rise": 0.005, "objective": "cdi_within"}
     assert set(saved["summary"]) == {"erm", "closed", "off"}
+    assert set(saved["by_configuration"]) == {"default", "hard_descriptors"}
+    # the two configurations are different benchmarks: their ERM runs differ
+    erm = table[(table["setting"] == "erm") & (table["seed"].astype(str) == "0")]
+    assert erm["macro_f1"].nunique() == 2 or erm["cdi"].nunique() == 2
 
 
 def test_cli_rejects_method_keys():
@@ -73,6 +97,12 @@ def test_cli_rejects_method_keys():
         tu.run(args)
     with pytest.raises(ValueError, match="'erm' is the reference"):
         tu.tune("smoke", [0], tu.TuneSearch(grid={"erm": {}}))
+    with pytest.raises(ValueError, match="no benchmark configuration"):
+        tu.tune("smoke", [0], tu.TuneSearch(configurations=()))
+    from semcov_lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown benchmark configuration"):
+        tu.tune_configs("smoke", [0], tu.TuneSearch(configurations=("nonsense",)))
 
 
 def test_grid_settings_do_not_depend_on_semcovnet_defaults(monkeypatch):
@@ -89,7 +119,7 @@ def test_grid_settings_do_not_depend_on_semcovnet_defaults(monkeypatch):
     monkeypatch.setattr(sc, "DEFAULTS", patched)
     after = [run_dir_for(c) for c in tu.tune_configs("smoke", [0])]
     changed = [a for a, b in zip(before, after) if a != b]
-    assert len(changed) == 1  # only 'no_correction', whose unused cdi_mode / lambda_cdi are in its identity
+    assert changed == []
     # the registered defaults are the committed choice: the default run is the chosen setting's run
     monkeypatch.undo()
     chosen = json.loads((tu.TABLES_DIR / "tuning_choice.json").read_text())

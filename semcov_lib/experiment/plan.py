@@ -18,7 +18,7 @@ from semcov_lib.config import ConfigError
 from semcov_lib.data.benchmark import configuration_overrides
 from semcov_lib.experiment.protocol import TrainConfig, is_finished, run_dir_for, train_config
 from semcov_lib.experiment.results import results_frame
-from semcov_lib.experiment.tune import tune_configs
+from semcov_lib.experiment.tune import TuneSearch, tune_configs
 from semcov_lib.models.methods import METHODS
 
 MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
@@ -129,15 +129,15 @@ def best_rebalancing(profile: str, seeds: Iterable[int], root: str | Path | None
 
 
 #: Keys of a notebook parameter file that decide which runs exist.
-PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "configurations")
+PIPELINE_KEYS = ("profile", "seeds", "ablation_seeds", "configurations", "tune_configurations")
 
 
 def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> list[TrainConfig]:
     """Every run the notebooks train for one parameter file (``notebooks/params/<profile>.yaml``).
 
     The main comparison, the SADCL descriptor learner, the ablations (their ``full`` rung is also
-    notebook 02's full-architecture row), the validation tuning grid and the benchmark
-    configurations, in that order, each run folder once. The configurations include the rebalancing baseline chosen
+    notebook 02's full-architecture row), the validation tuning grid (on ``tune_configurations``)
+    and the benchmark configurations, in that order, each run folder once. The configurations include the rebalancing baseline chosen
     on validation only once the main runs it is chosen from have finished (run the grid again).
     """
     missing = [k for k in PIPELINE_KEYS if k not in params]
@@ -151,7 +151,7 @@ def pipeline_configs(params: dict[str, Any], root: str | Path | None = None) -> 
         descriptor_learner_configs(profile, seeds),
         ablation_configs(profile, seeds, leave_one_out=False)["full"],  # notebook 02's full-architecture row
         flatten(ablation_configs(profile, params["ablation_seeds"])),
-        tune_configs(profile, seeds),
+        tune_configs(profile, seeds, TuneSearch(configurations=tuple(params["tune_configurations"]))),
         flatten(configuration_configs(profile, seeds, params["configurations"], methods)),
     ]
     return flatten([c for grid in grids for c in grid])
