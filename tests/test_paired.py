@@ -185,6 +185,12 @@ def test_worst_group_skips_small_groups_by_hand():
     assert table.loc["tail_accuracy", "a"] == pytest.approx(3 / 5)
     assert table.loc["tail_accuracy", "b"] == pytest.approx(1.0)
     assert table.loc["tail_accuracy", "delta"] == pytest.approx(2 / 5)
+    # without class counts no class is a tail class: NaN, and a warning says why
+    blind = SCGReference(coverage=np.full((3, 1, 2), 0.5), classes=list("abc"), descriptors=["d"],
+                         subgroups=["u", "v"], min_group_n=3)
+    with pytest.warns(UserWarning, match="no class counts"):
+        table = paired_bootstrap([pair], blind, ["tail_accuracy"], n_boot=20).set_index("metric")
+    assert np.isnan(table.loc["tail_accuracy", "a"])
 
 
 def test_levelling_down_flag():

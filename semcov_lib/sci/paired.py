@@ -220,6 +220,9 @@ def paired_bootstrap(
     T = reference.shape[0]
     counts = reference.class_counts
     tail = np.zeros(T, bool) if counts is None else shot_groups(counts, scale=shot_scale) == "tail"
+    if counts is None and names is not None and "tail_accuracy" in names:
+        warnings.warn("paired_bootstrap: the reference has no class counts, so no class is a tail class and "
+                      "tail_accuracy is NaN; build the SCGReference with class_counts", stacklevel=2)
     rng = np.random.default_rng(seed)
     n_seeds = len(pairs)
     drawn = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # seeds of each draw, with replacement
