@@ -41,9 +41,8 @@ from semcov_lib.experiment.train import train_many
 from semcov_lib.files import write_csv_atomic, write_json_atomic
 from semcov_lib.paths import TABLES_DIR
 
-#: SemCovNet's descriptor pathway on (the paper's architecture); the grid names the architecture of
-#: every setting, so the grid means the same runs whatever SemCovNet's defaults are.
-FULL_ARCHITECTURE: dict[str, Any] = {"use_sdm": True, "use_dam": True, "use_dva": True}
+#: SemCovNet's descriptor pathway off; the grid names the architecture and every correction key of
+#: each setting, so the grid means the same runs whatever SemCovNet's defaults are.
 BACKBONE_ONLY: dict[str, Any] = {"use_sdm": False, "use_dam": False, "use_dva": False}
 
 #: name -> SemCovNet hyper-parameters; the default grid of the ``tune`` command.
