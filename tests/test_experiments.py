@@ -93,3 +93,21 @@ def test_configuration_summary_formats_deltas_share_and_gap():
     assert first["method"] == "oracle" and first["share of reducible CDI gap"] == "100%"
     assert first["cdi"] == "-0.500 [-0.510, -0.490] *" and first["reducible CDI gap"] == "0.500"
     assert table.iloc[3]["share of reducible CDI gap"] == "25%"  # 0.1 of a 0.4 gap
+
+
+def test_configuration_paired_compares_with_erm_desc_only_when_it_was_trained(monkeypatch):
+    """The SemCovNet-vs-erm_desc block needs both runs; a grid without erm_desc still gives the
+    comparisons against ERM and the reducible gap (the diagnostic script trains such grids)."""
+    def fake_paired(base, others, split, n_boot, root):
+        deltas = {"oracle": -0.4, "semcovnet": -0.1, "erm_desc": 0.0}
+        return pd.DataFrame([{"metric": "cdi", "method": m, "delta": deltas[m]} for m in others])
+
+    monkeypatch.setattr(results, "paired_table", fake_paired)
+    grid = {("c", m): [] for m in ("erm", "semcovnet", "oracle")}
+    table = results.configuration_paired(grid, ["c"], ["erm", "semcovnet"])
+    assert set(table["baseline"]) == {"erm"} and set(table["method"]) == {"semcovnet", "oracle"}
+    assert table.set_index("method").loc["semcovnet", "share_of_reducible_gap"] == pytest.approx(0.25)
+    grid[("c", "erm_desc")] = []
+    table = results.configuration_paired(grid, ["c"], ["erm", "erm_desc", "semcovnet"])
+    assert set(table["baseline"]) == {"erm", "erm_desc"}
+    assert list(table.loc[table["baseline"] == "erm_desc", "method"]) == ["semcovnet"]

@@ -116,7 +116,7 @@ def configuration_paired(grid: dict[tuple[str, str], list[TrainConfig]], configu
                          methods: Iterable[str], n_boot: int = 2000, root: str | Path | None = None,
                          split: str = "stress") -> pd.DataFrame:
     """Per benchmark configuration, on ``split``: every method and the oracle against ERM, and
-    SemCovNet against ``erm_desc``; with the reducible gap CDI(ERM) - CDI(oracle) and each
+    SemCovNet against ``erm_desc`` when both were trained; with the reducible gap CDI(ERM) - CDI(oracle) and each
     method's CDI reduction as a share of it (``grid`` as from :func:`configuration_configs`).
     On the iid ``test`` split the same table shows what balancing costs where the natural
     coverage holds."""
@@ -129,9 +129,10 @@ def configuration_paired(grid: dict[tuple[str, str], list[TrainConfig]], configu
         gap = -float(oracle["delta"].iloc[0])  # CDI(ERM) - CDI(oracle) on the same samples
         table["share_of_reducible_gap"] = reducible_share(table, gap).where(table["metric"] == "cdi")
         table["reducible_gap"] = gap
-        desc = paired_table(grid[(name, "erm_desc")], {"semcovnet": grid[(name, "semcovnet")]}, split, n_boot,
-                            root).assign(configuration=name, baseline="erm_desc")
-        frames += [table, desc]
+        frames.append(table)
+        if (name, "erm_desc") in grid and (name, "semcovnet") in grid:  # same descriptor inputs
+            frames.append(paired_table(grid[(name, "erm_desc")], {"semcovnet": grid[(name, "semcovnet")]}, split,
+                                       n_boot, root).assign(configuration=name, baseline="erm_desc"))
     return pd.concat(frames, ignore_index=True)
 
 
