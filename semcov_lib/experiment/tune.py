@@ -122,7 +122,6 @@ def tune_configs(profile: str, seeds, search: TuneSearch = TuneSearch()) -> list
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (configuration, setting): mean and sd over seeds, and the mean paired difference to the
     same configuration's ERM (``d_*``)."""
-    rows = rows if "configuration" in rows else rows.assign(configuration="default")
     out = []
     for (config, name), group in rows.groupby(["configuration", "setting"], sort=False):
         erm = rows[(rows["configuration"] == config) & (rows["setting"] == "erm")].set_index("seed")
