@@ -71,7 +71,8 @@ SWITCHES = list(itertools.product([False, True], repeat=4))
 def test_every_switch_combination_trains(sdm, dam, dva, cdi):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = _build(use_sdm=sdm, use_dam=dam, use_dva=dva, use_cdi_reg=cdi)
+        # a loss-weighting correction, which logs its part ("cdi"); resample (the default) weighs nothing
+        model = _build(use_sdm=sdm, use_dam=dam, use_dva=dva, use_cdi_reg=cdi, cdi_mode="balance", cdi_jitter=0.0)
     batch = _batch()
     out = model(batch)
     assert out["logits"].shape == (12, T) and out["f_v"].shape == (12, 16)
@@ -205,9 +206,9 @@ def test_defaults_registry_and_cached_features():
     assert (d["lambda_dva"], d["lambda_desc"], d["cdi_warmup_epochs"], d["dim"], d["dropout"]) == (
         0.1, 1.0, 2, 256, 0.1)
     assert d["dva_mode"] == "infonce"  # the cosine form collapses (see test_dva_aligns_without_collapse)
-    # reports/tables/tuning_choice.json: the balancing correction without the descriptor pathway
-    assert (d["cdi_mode"], d["lambda_cdi"], d["use_sdm"], d["use_dam"], d["use_dva"]) == (
-        "balance", 1.0, False, False, False)
+    # reports/tables/tuning_choice.json: jittered rare-side resampling without the descriptor pathway
+    assert (d["cdi_mode"], d["lambda_cdi"], d["cdi_balance_min"], d["cdi_jitter"]) == ("resample", 1.0, 1.0, 1.0)
+    assert (d["use_sdm"], d["use_dam"], d["use_dva"]) == (False, False, False)
     info = _info(input_shape=(20, 2, 2), features_cached=True)
     model = build_method("semcovnet", info, {**TINY, "backbone": "cached", "adapter_channels": 8})
     batch = {**_batch(), "x": torch.randn(12, 20, 2, 2).half()}
@@ -480,3 +481,59 @@ def test_resample_mode_draws_by_the_balance_ratio_and_keeps_the_plain_ce():
     backbone = _build(cdi_mode="resample", cdi_warmup_epochs=1, use_sdm=False, use_dam=False, use_dva=False)
     per_ce, warm, loss, _ = _warm_and_corrected_losses(backbone, _batch())
     torch.testing.assert_close(loss, per_ce.mean())  # the draws do the balancing: the loss is the plain CE
+
+
+def test_jitter_moves_only_rare_samples_by_a_within_class_residual():
+    """Hand-computed: class 0 (rows 0, 1) has batch mean (2, 0), so its residuals are (−1, 0) and
+    (+1, 0); class 1 (rows 2, 3) has mean (0, 3) and residuals (0, −1), (0, +1). Only row 0 is rarer
+    than balanced (ratio 25/9 > 1, as in the resample test); row 1's concepts are commoner than
+    balanced (ratio 0.31, floored to 1) and class 1's scores equal their rates (ratio 1). So only row 0
+    moves, by α times one of those four residuals; the other rows are returned unchanged."""
+    coverage = np.full((T, K, S), 0.5)
+    coverage[0, :, 0] = [0.1, 0.5, 0.9, 0.5]
+    torch.manual_seed(0)
+    model = build_method("semcovnet", _info(coverage=coverage),
+                         {**TINY, "cdi_mode": "resample", "cdi_jitter": 0.5, "cdi_warmup_epochs": 1})
+    common = [0.5, 0.5, 0.5, 0.5]
+    batch = {"y": torch.tensor([0, 0, 1, 1]), "subgroup": torch.zeros(4, dtype=torch.long),
+             "desc": torch.tensor([[1.0, 0.0, 1.0, 0.5], [0.0, 0.5, 1.0, 0.5], common, common]), "desc_mask": torch.ones(4, K)}
+    pooled = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    residuals = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    moves = set()
+    for _ in range(40):
+        shift = model._jitter(pooled, batch) - pooled
+        assert torch.equal(shift[1:], torch.zeros(3, 2))
+        match = (residuals * 0.5 - shift[0]).abs().sum(1) < 1e-6
+        assert match.sum() == 1
+        moves.add(int(match.nonzero()))
+    assert moves == {0, 1, 2, 3}  # the donor is drawn from every class with >= 2 samples
+    lone = {**batch, "y": torch.tensor([0, 1, 2, 2])}  # only class 2 has two samples: rows 2, 3 donate
+    shift = model._jitter(pooled, lone)[0] - pooled[0]
+    assert any(torch.allclose(shift, r) for r in (torch.tensor([0.0, -0.5]), torch.tensor([0.0, 0.5])))
+
+
+def test_jitter_acts_only_in_training_after_the_warm_up():
+    jit = _build(cdi_mode="resample", cdi_jitter=1.0, cdi_warmup_epochs=1, use_sdm=False, use_dam=False,
+                 use_dva=False, dropout=0.0)
+    plain = _build(cdi_mode="resample", cdi_jitter=0.0, cdi_warmup_epochs=1, use_sdm=False, use_dam=False,
+                   use_dva=False, dropout=0.0)
+    plain.load_state_dict(jit.state_dict())
+    batch = _batch()
+    for model in (jit, plain):
+        model.eval()  # BatchNorm's running statistics, so only the jitter can differ
+    jit.on_epoch_start(TrainContext(epoch=0, n_epochs=3))  # warm-up: no jitter
+    torch.testing.assert_close(jit(batch)["logits"], plain(batch)["logits"])
+    jit.on_epoch_start(TrainContext(epoch=1, n_epochs=3))
+    torch.testing.assert_close(jit(batch)["logits"], plain(batch)["logits"])  # evaluation: no jitter
+    jit.train()
+    jit.encoder.backbone.eval()  # only the jitter differs from the plain model's forward
+    plain.train()
+    plain.encoder.backbone.eval()
+    assert not torch.allclose(jit(batch)["logits"], plain(batch)["logits"])
+
+
+def test_jitter_acts_only_with_a_balancing_mode_and_a_non_negative_size():
+    assert _build(cdi_mode="squared", cdi_jitter=1.0).jitter == 0.0  # no balancing ratio, no rare side
+    assert _build(cdi_mode="balance", cdi_jitter=1.0).jitter == 1.0
+    with pytest.raises(ValueError, match="cdi_jitter"):
+        _build(cdi_mode="resample", cdi_jitter=-0.5)

@@ -47,13 +47,16 @@ BACKBONE_ONLY: dict[str, Any] = {"use_sdm": False, "use_dam": False, "use_dva": 
 
 #: name -> SemCovNet hyper-parameters; the default grid of the ``tune`` command.
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
-    # the importance weights to balanced coverage on both sides: rare concepts weigh more and
-    # common ones less (the previous default; it raised Head error on 0/1 descriptors)
-    "balance_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 0.05, **BACKBONE_ONLY},
-    # the same weights floored at 1: only samples whose concepts are rarer than balanced gain
-    "balance_rare_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 1.0, **BACKBONE_ONLY},
-    # the floored weights spent on which samples are drawn instead of on their loss
-    "resample_rare_1_backbone": {"cdi_mode": "resample", "lambda_cdi": 1.0, "cdi_balance_min": 1.0, **BACKBONE_ONLY},
+    # importance weights to balanced coverage, floored at 1: only samples whose concepts are rarer
+    # than balanced gain weight (the previous default)
+    "balance_rare_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 1.0, "cdi_jitter": 0.0,
+                                **BACKBONE_ONLY},
+    # the same, each up-weighted sample's feature jittered by a within-class residual of the batch
+    "balance_rare_jitter_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 1.0,
+                                       "cdi_jitter": 1.0, **BACKBONE_ONLY},
+    # the floored ratios spent on which samples are drawn instead of on their loss, jittered as above
+    "resample_rare_jitter_1_backbone": {"cdi_mode": "resample", "lambda_cdi": 1.0, "cdi_balance_min": 1.0,
+                                        "cdi_jitter": 1.0, **BACKBONE_ONLY},
 }
 
 #: Benchmark configurations the ``tune`` command chooses on unless told otherwise.

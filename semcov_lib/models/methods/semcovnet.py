@@ -94,13 +94,14 @@ DEFAULTS: dict = {
     # it on the same corrections had a higher validation cdi_within and Middle error in the previous
     # tuning grid (commit e849bd9); on stress the `full` ablation row also trails `backbone + correction`.
     # `--set cdi_mode=squared --set lambda_cdi=0.1` is the paper's setting.
-    "cdi_mode": "balance",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | resample | adjust
+    "cdi_mode": "resample",  # squared (r²) | relu_neg (relu(−r)) | closed_loop | rare_reweight | balance | resample | adjust
     "cdi_rare_beta": 0.5,  # rare_reweight: u_g ∝ ((median + ε) / (cov_g + ε))^β
     "cdi_rare_eps": 0.05,
     "cdi_eta": 2.0,  # closed_loop: q_g ∝ exp(η·ℓ̄_g)
     "cdi_balance_max": 20.0,  # balance/resample: importance ratio capped here before ^λ_CDI
     "cdi_balance_min": 1.0,  # ... and floored here (1.0: the rare side only; 1/cdi_balance_max: both sides)
     "cdi_balance_membership": "soft",  # balance: soft scores | hard (score >= 0.5) presence
+    "cdi_jitter": 1.0,  # balance/resample: rare-side feature jitter α (0 = off; other modes ignore it), SemCovNet._jitter
     # loss weights
     "lambda_dva": 0.1,
     "lambda_cdi": 1.0,  # penalty weight; reweighting strength; balance/adjust: exponent / scale τ
@@ -235,6 +236,12 @@ class SemCovNet(Method):
         _check_choice("cdi_mode", hp["cdi_mode"], CDI_MODES)
         self.cdi_warmup = int(hp["cdi_warmup_epochs"])
         self.cdi_mode = hp["cdi_mode"]
+        self.jitter = float(hp["cdi_jitter"])
+        if self.jitter < 0:
+            raise ValueError(f"SemCovNet hyper-parameter cdi_jitter={self.jitter} must be >= 0 (0 = off)")
+        if self.cdi_mode not in ("balance", "resample"):
+            self.jitter = 0.0  # the jitter acts on the balancing ratio's rare side; the other modes have none
+        self._jitter_on = False  # set per epoch: training with the correction active
 
         self.encoder = VisualEncoder(info, hp)
         d = self.encoder.dim
@@ -296,7 +303,10 @@ class SemCovNet(Method):
     def forward(self, batch: dict) -> dict:
         """Keys: ``logits`` and ``f_v`` always; with SDM ``desc_logits``, ``f_d``; with DAM ``gate``
         (+ ``token_weights`` for the coverage / cross-attention modes); with DVA ``z_v``, ``z_d``."""
-        _, f_v = self.encoder(batch["x"])
+        _, pooled = self.encoder.backbone(batch["x"])
+        if self.training and self._jitter_on:
+            pooled = self._jitter(pooled, batch)
+        f_v = self.encoder.proj(pooled)
         out: dict = {"f_v": f_v}
         if not self.use_sdm:  # ERM's architecture and parameter names; DAM and DVA need f_d
             out["logits"] = self.classifier(self.dropout(f_v))
@@ -337,7 +347,31 @@ class SemCovNet(Method):
             out["z_v"], out["z_d"] = self.proj(f_v, f_d)
         return out
 
+    def _jitter(self, pooled: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Rare-side feature jitter: f_i ← f_i + α·r_j for samples whose balancing ratio is > 1.
+
+        r_j = f_j − mean(f of y_j in the batch) is the within-class residual of a random batch sample
+        j (classes with >= 2 samples in the batch), detached. A rare sample is then seen with the
+        variation that well-covered samples of the batch show, instead of as an exact repeat that the
+        up-weighting (balance) or the repeated draws (resample) teach the head to memorise.
+        """
+        y = batch["y"]
+        onehot = F.one_hot(y, self.info.n_classes).to(pooled.dtype)  # (B, T)
+        counts = onehot.sum(0)
+        means = (onehot.t() @ pooled.detach()) / counts.clamp_min(1.0)[:, None]  # (T, C) batch class means
+        donors = (counts[y] >= 2).nonzero().flatten()
+        if len(donors) == 0:
+            return pooled
+        residual = pooled.detach() - means[y]  # (B, C)
+        pick = donors[torch.randint(len(donors), (len(y),), device=y.device)]
+        ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), y, batch["subgroup"], 1.0)
+        rare = (ratio > 1.0).to(pooled.dtype)[:, None]  # (B, 1): rarer than under balanced coverage
+        return pooled + self.jitter * rare * residual[pick]
+
     # ------------------------------------------------------------------ loss
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        self._jitter_on = self.jitter > 0 and self.cdi_active(ctx)
+
     def cdi_active(self, ctx: TrainContext) -> bool:
         return self.use_cdi_reg and ctx.epoch >= self.cdi_warmup
 
@@ -387,6 +421,8 @@ class SemCovNet(Method):
             parts["cdi"] = float(a.abs().mean())  # mean size of the adjustment
             return F.cross_entropy(logits + float(self.hp["lambda_cdi"]) * a, batch["y"])
         if self.cdi_mode == "resample":  # the sampler draws the balanced distribution (sample_weights)
+            ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"], 1.0)
+            parts["cdi"] = float((ratio > 1.0).float().mean())  # share of rare-side samples among the draws
             return per_ce.mean()
         if self.cdi_mode == "balance":
             w = self.balance_weights.weights(batch["desc"], batch.get("desc_mask"), batch["y"],
