@@ -530,6 +530,8 @@ def test_jitter_acts_only_in_training_after_the_warm_up():
     plain.train()
     plain.encoder.backbone.eval()
     assert not torch.allclose(jit(batch)["logits"], plain(batch)["logits"])
+    no_scores = {k: v for k, v in batch.items() if k not in ("desc", "desc_mask")}
+    torch.testing.assert_close(jit(no_scores)["logits"], plain(no_scores)["logits"])  # no scores, no rare side
 
 
 def test_jitter_acts_only_with_a_balancing_mode_and_a_non_negative_size():

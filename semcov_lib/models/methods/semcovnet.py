@@ -238,12 +238,6 @@ class SemCovNet(Method):
         _check_choice("cdi_mode", hp["cdi_mode"], CDI_MODES)
         self.cdi_warmup = int(hp["cdi_warmup_epochs"])
         self.cdi_mode = hp["cdi_mode"]
-        self.jitter = float(hp["cdi_jitter"])
-        if self.jitter < 0:
-            raise ValueError(f"SemCovNet hyper-parameter cdi_jitter={self.jitter} must be >= 0 (0 = off)")
-        if self.cdi_mode not in ("balance", "resample"):
-            self.jitter = 0.0  # the jitter acts on the balancing ratio's rare side; the other modes have none
-        self._jitter_on = False  # set per epoch: training with the correction active
 
         self.encoder = VisualEncoder(info, hp)
         d = self.encoder.dim
@@ -264,10 +258,13 @@ class SemCovNet(Method):
             beta = float(hp["dva_beta"])
             table = dva_weight_table(info.coverage, beta, float(hp["dva_eps"])) if beta != 0 else None
             self.register_buffer("dva_table", table, persistent=False)
-        # coverage correction from epoch cdi_warmup_epochs on. Penalty modes ("squared": the paper's
-        # r², "relu_neg") add λ_CDI·penalty on r = Pearson(log-coverage, EMA-smoothed per-SCG CE) and
-        # can lower r by raising the error of well-covered SCGs (levelling down); the reweighting
-        # modes ("closed_loop", "rare_reweight") act on the rare side only (RareSCGWeights)
+        self._build_correction(info, hp)
+
+    def _build_correction(self, info: DataInfo, hp: dict) -> None:
+        """The coverage correction's state (active from epoch ``cdi_warmup_epochs`` on) and the jitter."""
+        # Penalty modes ("squared": the paper's r², "relu_neg") add λ_CDI·penalty on r = Pearson(log-coverage,
+        # EMA-smoothed per-SCG CE) and can lower r by raising the error of well-covered SCGs (levelling down);
+        # the reweighting modes ("closed_loop", "rare_reweight") act on the rare side only (RareSCGWeights)
         if self.use_cdi_reg and self.cdi_mode in PENALTY_MODES:
             self.cdi_reg = CDIRegularizer(info.coverage, beta=float(hp["cdi_ema"]), eps=float(hp["cdi_eps"]),
                                           mode=self.cdi_mode)
@@ -284,6 +281,12 @@ class SemCovNet(Method):
         elif self.use_cdi_reg:
             self.rare_weights = RareSCGWeights(info.coverage, self.cdi_mode, beta=float(hp["cdi_rare_beta"]),
                                                eps=float(hp["cdi_rare_eps"]), eta=float(hp["cdi_eta"]))
+        self.jitter = float(hp["cdi_jitter"])
+        if self.jitter < 0:
+            raise ValueError(f"SemCovNet hyper-parameter cdi_jitter={self.jitter} must be >= 0 (0 = off)")
+        if self.cdi_mode not in ("balance", "resample"):
+            self.jitter = 0.0  # the jitter acts on the balancing ratio's rare side; the other modes have none
+        self._jitter_on = False  # set per epoch: training with the correction active
 
     # ------------------------------------------------------------------ forward
     def _scores(self, batch: dict, desc_logits: torch.Tensor) -> torch.Tensor:
@@ -306,7 +309,7 @@ class SemCovNet(Method):
         """Keys: ``logits`` and ``f_v`` always; with SDM ``desc_logits``, ``f_d``; with DAM ``gate``
         (+ ``token_weights`` for the coverage / cross-attention modes); with DVA ``z_v``, ``z_d``."""
         _, pooled = self.encoder.backbone(batch["x"])
-        if self.training and self._jitter_on:
+        if self.training and self._jitter_on and "desc" in batch:
             pooled = self._jitter(pooled, batch)
         f_v = self.encoder.proj(pooled)
         out: dict = {"f_v": f_v}
