@@ -103,7 +103,7 @@ DEFAULTS: dict = {
     "cdi_balance_max": 20.0,  # balance/resample: importance ratio capped here before ^λ_CDI
     "cdi_balance_min": 1.0,  # ... and floored here (1.0: the rare side only; 1/cdi_balance_max: both sides)
     "cdi_balance_membership": "soft",  # balance: soft scores | hard (score >= 0.5) presence
-    "cdi_jitter": 1.0,  # balance/resample: rare-side feature jitter α (0 = off; other modes ignore it), SemCovNet._jitter
+    "cdi_jitter": 1.0,  # balance/resample: rare-side feature jitter α (0 = off; other modes ignore it)
     # loss weights
     "lambda_dva": 0.1,
     "lambda_cdi": 1.0,  # penalty weight; reweighting strength; balance/adjust: exponent / scale τ
@@ -307,12 +307,14 @@ class SemCovNet(Method):
 
     def forward(self, batch: dict) -> dict:
         """Keys: ``logits`` and ``f_v`` always; with SDM ``desc_logits``, ``f_d``; with DAM ``gate``
-        (+ ``token_weights`` for the coverage / cross-attention modes); with DVA ``z_v``, ``z_d``."""
+        (+ ``token_weights`` for the coverage / cross-attention modes); with DVA ``z_v``, ``z_d``; while
+        the jitter acts, ``rare_side``."""
         _, pooled = self.encoder.backbone(batch["x"])
+        out: dict = {}
         if self.training and self._jitter_on and "desc" in batch:
-            pooled = self._jitter(pooled, batch)
-        f_v = self.encoder.proj(pooled)
-        out: dict = {"f_v": f_v}
+            out["rare_side"] = self._rare_side(batch)
+            pooled = self._jitter(pooled, batch, out["rare_side"])
+        out["f_v"] = f_v = self.encoder.proj(pooled)
         if not self.use_sdm:  # ERM's architecture and parameter names; DAM and DVA need f_d
             out["logits"] = self.classifier(self.dropout(f_v))
             return out
@@ -352,7 +354,12 @@ class SemCovNet(Method):
             out["z_v"], out["z_d"] = self.proj(f_v, f_d)
         return out
 
-    def _jitter(self, pooled: torch.Tensor, batch: dict) -> torch.Tensor:
+    def _rare_side(self, batch: dict) -> torch.Tensor:
+        """(B,) bool: the sample's concepts are rarer in its class than under balanced coverage (ratio > 1)."""
+        ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"], 1.0)
+        return ratio > 1.0
+
+    def _jitter(self, pooled: torch.Tensor, batch: dict, rare: torch.Tensor | None = None) -> torch.Tensor:
         """Rare-side feature jitter: f_i ← f_i + α·r_j for samples whose balancing ratio is > 1.
 
         r_j = f_j − mean(f of y_j in the batch) is the within-class residual of a random batch sample
@@ -369,9 +376,8 @@ class SemCovNet(Method):
             return pooled
         residual = pooled.detach() - means[y]  # (B, C)
         pick = donors[torch.randint(len(donors), (len(y),), device=y.device)]
-        ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), y, batch["subgroup"], 1.0)
-        rare = (ratio > 1.0).to(pooled.dtype)[:, None]  # (B, 1): rarer than under balanced coverage
-        return pooled + self.jitter * rare * residual[pick]
+        rare = self._rare_side(batch) if rare is None else rare  # (B,) ratio > 1
+        return pooled + self.jitter * rare.to(pooled.dtype)[:, None] * residual[pick]
 
     # ------------------------------------------------------------------ loss
     def on_epoch_start(self, ctx: TrainContext) -> None:
@@ -392,7 +398,7 @@ class SemCovNet(Method):
         parts = {"ce": float(ce.detach())}
         desc = batch.get("desc")
         mask = batch.get("desc_mask")
-        total = self._corrected_ce(per_ce, out["logits"], batch, ctx, parts) if desc is not None else ce
+        total = self._corrected_ce(per_ce, out, batch, ctx, parts) if desc is not None else ce
         if self.use_sdm and desc is not None:
             m = mask.to(out["desc_logits"].dtype)
             bce = F.binary_cross_entropy_with_logits(out["desc_logits"], torch.nan_to_num(desc), reduction="none")
@@ -414,7 +420,7 @@ class SemCovNet(Method):
             parts["cdi"] = float(l_cdi.detach())  # the batch's r is in self.cdi_reg.last_r
         return total, parts
 
-    def _corrected_ce(self, per_ce: torch.Tensor, logits: torch.Tensor, batch: dict, ctx: TrainContext,
+    def _corrected_ce(self, per_ce: torch.Tensor, out: dict, batch: dict, ctx: TrainContext,
                       parts: dict) -> torch.Tensor:
         """Mean CE, or with a reweighting ``cdi_mode`` mean_i w_i·ce_i with w_i = 1 + λ_CDI·u_i."""
         if not self.use_cdi_reg or self.cdi_mode in PENALTY_MODES:
@@ -424,10 +430,10 @@ class SemCovNet(Method):
         if self.cdi_mode == "adjust":  # CE(logits + τ·a, y), τ = λ_CDI
             a = self.concept_adjust.offsets(batch["desc"], batch.get("desc_mask"), batch["subgroup"])
             parts["cdi"] = float(a.abs().mean())  # mean size of the adjustment
-            return F.cross_entropy(logits + float(self.hp["lambda_cdi"]) * a, batch["y"])
+            return F.cross_entropy(out["logits"] + float(self.hp["lambda_cdi"]) * a, batch["y"])
         if self.cdi_mode == "resample":  # the sampler draws the balanced distribution (sample_weights)
-            ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"], 1.0)
-            parts["cdi"] = float((ratio > 1.0).float().mean())  # share of rare-side samples among the draws
+            rare = out["rare_side"] if "rare_side" in out else self._rare_side(batch)  # the jitter's, when it acted
+            parts["cdi"] = float(rare.float().mean())  # share of rare-side samples among the draws
             return per_ce.mean()
         if self.cdi_mode == "balance":
             w = self.balance_weights.weights(batch["desc"], batch.get("desc_mask"), batch["y"],
