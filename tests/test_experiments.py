@@ -84,15 +84,56 @@ def test_configuration_summary_formats_deltas_share_and_gap():
                 rows.append({"configuration": config, "baseline": "erm", "method": method, "metric": metric,
                              "delta": delta, "ci_low": delta - 0.01, "ci_high": delta + 0.01, "significant": True,
                              "share_of_reducible_gap": -delta / gap if metric == "cdi" else np.nan,
-                             "reducible_gap": gap})
+                             "reducible_gap": gap,
+                             "share_of_levelling_free_gap": -delta / (gap / 2) if metric == "cdi" else np.nan,
+                             "levelling_free_gap": gap / 2})
     table = tables.configuration_summary(pd.DataFrame(rows), ["semcovnet", "oracle"])
     assert list(table.columns) == ["configuration", "baseline", "method", "cdi", "cdi_within",
-                                   "share of reducible CDI gap", "reducible CDI gap"]
+                                   "share of reducible CDI gap", "reducible CDI gap",
+                                   "share of levelling-free CDI gap", "levelling-free CDI gap"]
     assert list(table["configuration"]) == ["a_conf", "a_conf", "b_conf", "b_conf"]  # sorted, macro_f1 left out
     first = table.iloc[0]
     assert first["method"] == "oracle" and first["share of reducible CDI gap"] == "100%"
     assert first["cdi"] == "-0.500 [-0.510, -0.490] *" and first["reducible CDI gap"] == "0.500"
     assert table.iloc[3]["share of reducible CDI gap"] == "25%"  # 0.1 of a 0.4 gap
+    assert table.iloc[3]["share of levelling-free CDI gap"] == "50%" and table.iloc[3]["levelling-free CDI gap"] == "0.200"
+
+
+def _per_scg(coverage, error, valid=None):
+    valid = np.ones(len(coverage), bool) if valid is None else np.asarray(valid)
+    return pd.DataFrame({"coverage": coverage, "error": error, "valid": valid})
+
+
+def test_levelling_free_gap_keeps_only_the_oracles_gains():
+    """Hand-made per-SCG errors over two seeds, checked against scipy's Spearman."""
+    from scipy.stats import spearmanr
+
+    cov = np.array([0.01, 0.05, 0.2, 0.4, 0.8])
+    erm = [_per_scg(cov, [0.9, 0.7, 0.5, 0.2, 0.1]), _per_scg(cov, [0.8, 0.8, 0.4, 0.3, 0.1])]
+    # the oracle is better on the two rarest SCGs and worse on the two best covered ones
+    oracle = [_per_scg(cov, [0.3, 0.4, 0.5, 0.45, 0.35]), _per_scg(cov, [0.5, 0.3, 0.4, 0.5, 0.4])]
+    free = [[0.3, 0.4, 0.5, 0.2, 0.1], [0.5, 0.3, 0.4, 0.3, 0.1]]  # middle SCG: tied mean, ERM's kept
+    cdi = lambda errors: np.mean([abs(spearmanr(cov, e).statistic) for e in errors])  # noqa: E731
+    expected = cdi([f["error"] for f in erm]) - cdi(free)
+    assert results.levelling_free_gap(erm, oracle) == pytest.approx(expected)
+    assert 0 < expected < cdi([f["error"] for f in erm]) - cdi([f["error"] for f in oracle])
+    assert results.levelling_free_gap(erm, erm) == 0.0  # no gain, no gap
+    lower = [_per_scg(cov, f["error"] - 0.05) for f in erm]  # a uniform gain leaves the ranks alone
+    assert results.levelling_free_gap(erm, lower) == pytest.approx(0.0)
+
+
+def test_levelling_free_gap_uses_valid_scgs_and_rejects_unpaired_tables():
+    cov = np.array([0.01, 0.05, 0.2, 0.4, 0.8, 0.9])
+    valid = [True, True, True, True, True, False]
+    erm = [_per_scg(cov, [0.9, 0.7, 0.5, 0.3, 0.1, np.nan], valid)]
+    oracle = [_per_scg(cov, [0.1, 0.7, 0.5, 0.3, 0.1, np.nan], valid)]
+    # the rarest SCG's error falls to the best one's: error ranks (1.5, 5, 4, 3, 1.5) against 1..5,
+    # rho = sum(dx dy) / sqrt(sum dx^2 sum dy^2) = -2 / sqrt(10 * 9.5), from rho = -1 before
+    assert results.levelling_free_gap(erm, oracle) == pytest.approx(1.0 - 2 / np.sqrt(95))
+    with pytest.raises(ValueError, match="pair them seed by seed"):
+        results.levelling_free_gap(erm, oracle * 2)
+    with pytest.raises(ValueError, match="coverage or validity"):
+        results.levelling_free_gap(erm, [_per_scg(cov * 2, oracle[0]["error"], valid)])
 
 
 def test_configuration_paired_compares_with_erm_desc_only_when_it_was_trained(monkeypatch):
@@ -103,10 +144,12 @@ def test_configuration_paired_compares_with_erm_desc_only_when_it_was_trained(mo
         return pd.DataFrame([{"metric": "cdi", "method": m, "delta": deltas[m]} for m in others])
 
     monkeypatch.setattr(results, "paired_table", fake_paired)
+    monkeypatch.setattr(results, "levelling_free_gap", lambda erm, oracle: 0.2)
     grid = {("c", m): [] for m in ("erm", "semcovnet", "oracle")}
     table = results.configuration_paired(grid, ["c"], ["erm", "semcovnet"])
     assert set(table["baseline"]) == {"erm"} and set(table["method"]) == {"semcovnet", "oracle"}
     assert table.set_index("method").loc["semcovnet", "share_of_reducible_gap"] == pytest.approx(0.25)
+    assert table.set_index("method").loc["semcovnet", "share_of_levelling_free_gap"] == pytest.approx(0.5)
     grid[("c", "erm_desc")] = []
     table = results.configuration_paired(grid, ["c"], ["erm", "erm_desc", "semcovnet"])
     assert set(table["baseline"]) == {"erm", "erm_desc"}

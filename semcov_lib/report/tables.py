@@ -87,13 +87,15 @@ def paired_sentences(table: pd.DataFrame, baseline: str) -> list[str]:
 
 def configuration_summary(paired: pd.DataFrame, methods: Iterable[str]) -> pd.DataFrame:
     """The display table of :func:`configuration_paired` for ``methods``: Δ [CI] of ``cdi`` and
-    ``cdi_within``, the share of the reducible gap and the gap, per (configuration, baseline, method)."""
+    ``cdi_within``, the shares of the reducible and the levelling-free gaps and the gaps, per
+    (configuration, baseline, method)."""
     keys = ["configuration", "baseline", "method"]
     rows = paired[paired["metric"].isin(["cdi", "cdi_within"]) & paired["method"].isin(list(methods))]
     table = format_paired(rows, index=keys).sort_values(keys, ignore_index=True)
-    share = rows[rows["metric"] == "cdi"].set_index(keys)["share_of_reducible_gap"]
-    share = share.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy(float)
-    table["share of reducible CDI gap"] = [percent(v) if np.isfinite(v) else "n/a" for v in share]
-    gap = paired.groupby("configuration")["reducible_gap"].first()
-    table["reducible CDI gap"] = table["configuration"].map(gap).map(lambda v: f"{v:.3f}")
+    for gap_name, label in (("reducible", "reducible"), ("levelling_free", "levelling-free")):
+        share = rows[rows["metric"] == "cdi"].set_index(keys)[f"share_of_{gap_name}_gap"]
+        share = share.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy(float)
+        table[f"share of {label} CDI gap"] = [percent(v) if np.isfinite(v) else "n/a" for v in share]
+        gap = paired.groupby("configuration")[f"{gap_name}_gap"].first()
+        table[f"{label} CDI gap"] = table["configuration"].map(gap).map(lambda v: f"{v:.3f}")
     return table
