@@ -32,14 +32,14 @@ def test_run_folder_names_are_pinned():
     """Run folders are named by ``TrainConfig.identity()``: the same configuration finds its cached
     run folder again. Pinned again when the generator gained ``concept_variant_scope`` (a new
     benchmark field changes every dataset fingerprint), and for SemCovNet when its defaults gained
-    ``cdi_balance_min`` (the floored, rare-side-only balancing) and ``cdi_jitter`` (rare-side feature
-    jitter); a change here means every cached run is retrained."""
+    ``cdi_balance_min`` (the floored, rare-side-only balancing), ``cdi_jitter`` (rare-side feature
+    jitter) and ``cdi_views`` (rare-side dihedral views); a change here means every cached run is retrained."""
     assert run_dir_for(train_config("erm", "default", 0)).name == "8ae2679b6a-s0"
-    assert run_dir_for(train_config("semcovnet", "smoke", 1)).name == "375518e1f3-s1"
+    assert run_dir_for(train_config("semcovnet", "smoke", 1)).name == "ec65fa0ecc-s1"
     assert run_dir_for(train_config("erm", "paper", 2)).name == "44059f84fc-s2"
     config = train_config("semcovnet", "smoke", 3, {"hp": {"lambda_cdi": 0.5},
                                                     "benchmark_overrides": {"coverage_tail_exponent": 1.5}})
-    assert run_dir_for(config).name == "51b81f1d08-s3"
+    assert run_dir_for(config).name == "ae0bb860b8-s3"
 
 
 def test_run_folder_contents(tmp_path):

@@ -218,6 +218,13 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
                         eval_reference=_eval_reference(split_col, columns, info))
 
 
+def split_images(data: PreparedData, config: TrainConfig, name: str) -> torch.Tensor:
+    """The uint8 images (N, 3, H, W) of split ``name``, in the split's row order (also when the
+    prepared split holds cached features)."""
+    images = load_images(data.table, config.image_size)
+    return images[torch.from_numpy(np.flatnonzero(data.table.frame["split"].to_numpy() == name))]
+
+
 def _split_tensors(name: str, rows: np.ndarray, inputs: torch.Tensor, columns: tuple, ids: np.ndarray) -> SplitTensors:
     """The rows of one split as tensors; ``columns`` = (labels, subgroup codes, raw scores)."""
     labels, codes, scores = columns

@@ -42,15 +42,18 @@ from tqdm.auto import tqdm
 
 from semcov_lib.config import ConfigError, parse_overrides
 from semcov_lib.data.datasets import available_datasets
+from semcov_lib.data.views import ViewBank, view_bank
 from semcov_lib.errors import SemcovError
 from semcov_lib.experiment.batches import (
     DataCache,
     PreparedData,
     SplitTensors,
+    cached_features,
     data_key,
     epoch_order,
     make_batch,
     prepare_data,
+    split_images,
 )
 from semcov_lib.experiment.protocol import (
     COMPLETE_MARKER,
@@ -234,6 +237,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, progress: bool, force: boo
         _init_distributed(device)
     seed_everything(config.seed)
     model = build_method(config.method, data.info, config.resolved_hp()).to(device)
+    views = method_views(model, data, config, progress)  # None unless the method shows rows as views
     select_from = model.selection_start_epoch(config.epochs)  # first epoch of the final phase
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -279,6 +283,8 @@ def _train_locked(config: TrainConfig, run_dir: Path, progress: bool, force: boo
             idx = order[start:start + local_batch]
             batch = make_batch(train_split, idx, device, augment=config.augment and not config.feature_cache,
                                generator=aug_gen)
+            if views is not None:
+                views.apply(batch, idx, aug_gen)
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * _lr_factor(config, epoch, i, steps_per_epoch)
             ctx.step = step
@@ -358,6 +364,19 @@ def _train_locked(config: TrainConfig, run_dir: Path, progress: bool, force: boo
     ckpt_path.unlink(missing_ok=True)
     _finish_distributed(world)
     return read_json(metrics_path)
+
+
+def method_views(model: Method, data: PreparedData, config: TrainConfig, progress: bool = False) -> ViewBank | None:
+    """The :class:`ViewBank` of the training rows ``model`` shows as dihedral views, or None.
+    With cached features the views' features come from the feature cache (extracted once)."""
+    request = model.view_rows(data.splits["train"])
+    if request is None:
+        return None
+    n_rows = len(data.splits["train"])
+    if not config.feature_cache:
+        return view_bank(request.rows, n_rows, request.n, None)
+    images = split_images(data, config, "train")[request.rows]
+    return view_bank(request.rows, n_rows, request.n, images, lambda views: cached_features(views, config, progress))
 
 
 def _stop_point(name: str) -> None:
@@ -448,6 +467,9 @@ def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | Non
             train(c, run_dir_for(c, root), progress=False, cache=cache)
             report.finished(c, run_dir_for(c, root))
         return [train(c, run_dir_for(c, root), progress=False) for c in configs]
+    for c in todo:  # the views' features are extracted here once (a pool worker extracts on one core)
+        data = cache.get(c)
+        method_views(build_method(c.method, data.info, c.resolved_hp()), data, c, progress_enabled(progress))
     ctx = mp.get_context("spawn")
     root_str = str(root) if root else None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init_worker,

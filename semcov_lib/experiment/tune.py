@@ -47,16 +47,14 @@ BACKBONE_ONLY: dict[str, Any] = {"use_sdm": False, "use_dam": False, "use_dva": 
 
 #: name -> SemCovNet hyper-parameters; the default grid of the ``tune`` command.
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
-    # importance weights to balanced coverage, floored at 1: only samples whose concepts are rarer
-    # than balanced gain weight (the previous default)
-    "balance_rare_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 1.0, "cdi_jitter": 0.0,
-                                **BACKBONE_ONLY},
-    # the same, each up-weighted sample's feature jittered by a within-class residual of the batch
-    "balance_rare_jitter_1_backbone": {"cdi_mode": "balance", "lambda_cdi": 1.0, "cdi_balance_min": 1.0,
-                                       "cdi_jitter": 1.0, **BACKBONE_ONLY},
-    # the floored ratios spent on which samples are drawn instead of on their loss, jittered as above
+    # importance ratios to balanced coverage, floored at 1 (only samples whose concepts are rarer than
+    # balanced gain), spent on which samples are drawn; each drawn rare-side sample's feature is
+    # jittered by a within-class residual of the batch (the previous default)
     "resample_rare_jitter_1_backbone": {"cdi_mode": "resample", "lambda_cdi": 1.0, "cdi_balance_min": 1.0,
-                                        "cdi_jitter": 1.0, **BACKBONE_ONLY},
+                                        "cdi_jitter": 1.0, "cdi_views": 0, **BACKBONE_ONLY},
+    # the same, each rare-side training image also shown as itself or one of its three rotations
+    "resample_rare_jitter_1_views3_backbone": {"cdi_mode": "resample", "lambda_cdi": 1.0, "cdi_balance_min": 1.0,
+                                               "cdi_jitter": 1.0, "cdi_views": 3, **BACKBONE_ONLY},
 }
 
 #: Benchmark configurations the ``tune`` command chooses on unless told otherwise.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from semcov_lib.data.views import ViewRequest
 from semcov_lib.models.data_info import DataInfo
 
 
@@ -98,6 +99,11 @@ class Method(nn.Module):
         """(N,) non-negative draw weights over the training split's rows, for ``"weighted"`` sampling.
         ``split`` holds the rows' ``y``, ``desc``, ``desc_mask`` and ``subgroup`` tensors."""
         raise NotImplementedError(f"{type(self).__name__} asks for weighted sampling but defines no sample_weights")
+
+    def view_rows(self, split) -> ViewRequest | None:
+        """Rows of the training split shown as random dihedral views, and how many views each
+        (:mod:`semcov_lib.data.views`), or None (the default: every row as it is)."""
+        return None
 
     def on_epoch_start(self, ctx: TrainContext) -> None:
         """Hook: switch loss phases, freeze parts, ..."""

@@ -39,6 +39,7 @@ from semcov_lib.models.losses.alignment import (
     dva_sample_weights,
     dva_weight_table,
 )
+from semcov_lib.data.views import N_VIEWS, ViewRequest
 from semcov_lib.models.methods.base import DataInfo, Method, TrainContext
 
 DEFAULTS: dict = {
@@ -104,6 +105,7 @@ DEFAULTS: dict = {
     "cdi_balance_min": 1.0,  # ... and floored here (1.0: the rare side only; 1/cdi_balance_max: both sides)
     "cdi_balance_membership": "soft",  # balance: soft scores | hard (score >= 0.5) presence
     "cdi_jitter": 1.0,  # balance/resample: rare-side feature jitter α (0 = off; other modes ignore it)
+    "cdi_views": 0,  # balance/resample: rare-side samples shown as one of n random dihedral views (0 = off, 3, 7)
     # loss weights
     "lambda_dva": 0.1,
     "lambda_cdi": 1.0,  # penalty weight; reweighting strength; balance/adjust: exponent / scale τ
@@ -287,6 +289,10 @@ class SemCovNet(Method):
         if self.cdi_mode not in ("balance", "resample"):
             self.jitter = 0.0  # the jitter acts on the balancing ratio's rare side; the other modes have none
         self._jitter_on = False  # set per epoch: training with the correction active
+        # views need the balancing ratio's rare side too; they act in every training epoch
+        self.views = int(hp["cdi_views"]) if self.use_cdi_reg and self.cdi_mode in ("balance", "resample") else 0
+        if not 0 <= self.views <= N_VIEWS:
+            raise ValueError(f"SemCovNet hyper-parameter cdi_views={self.views} must be 0 (off) to {N_VIEWS}")
 
     # ------------------------------------------------------------------ forward
     def _scores(self, batch: dict, desc_logits: torch.Tensor) -> torch.Tensor:
@@ -460,6 +466,15 @@ class SemCovNet(Method):
         samples and no sample's gradient is scaled up by as much as ``cdi_balance_max``."""
         return self.balance_weights.ratio(split.desc, split.desc_mask, split.y, split.subgroup,
                                           float(self.hp["lambda_cdi"]))
+
+    def view_rows(self, split) -> ViewRequest | None:
+        """With ``cdi_views`` = n: the rare-side rows (balancing ratio > 1), each shown as itself or one
+        of its first n dihedral views (:mod:`semcov_lib.data.views`), so that their repeated
+        draws are not exact repeats."""
+        if not self.views:
+            return None
+        ratio = self.balance_weights.ratio(split.desc, split.desc_mask, split.y, split.subgroup, 1.0)
+        return ViewRequest((ratio > 1.0).nonzero().flatten(), self.views)
 
     def selection_start_epoch(self, n_epochs: int) -> int:
         """With the coverage correction on, choose only among epochs where it acts (its final phase)."""
