@@ -154,3 +154,12 @@ def test_views_change_a_smoke_training_run(tmp_path):
         train(config, tmp_path / str(views), progress=False)
         losses.append(pd.read_csv(tmp_path / str(views) / "log.csv")["train_ce"].iloc[0])
     assert losses[0] != losses[1]  # the same seed, batches and initial weights: only the views differ
+
+
+def test_erm_views_shows_every_training_row_as_its_rotations_and_stays_out_of_the_pipeline():
+    from semcov_lib.experiment import plan
+
+    split = type("Split", (), {"y": torch.tensor([0, 1, 1, 0, 1])})()
+    request = build_method("erm_views", _info(np.full((T, K, S), 0.5)), {"cnn_widths": (4, 4, 4, 4)}).view_rows(split)
+    assert request.rows.tolist() == [0, 1, 2, 3, 4] and request.n == 3
+    assert "erm_views" not in plan.MAIN_METHODS and {"erm", "semcovnet", "erm_desc"} <= set(plan.MAIN_METHODS)

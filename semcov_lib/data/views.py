@@ -20,6 +20,8 @@ import torch
 
 #: Views besides the original: rotations by 90, 180 and 270 degrees, the mirror image and its three rotations.
 N_VIEWS = 7
+#: The first three of them: the rotations only.
+ROTATIONS = 3
 
 
 def dihedral_views(images: torch.Tensor, n: int = N_VIEWS) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class PreparedData:
     splits: dict[str, SplitTensors]
     key: str
     eval_reference: EvalReference | None = None  # set by prepare_data
+    images: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict, repr=False)  # split_images' memo
 
     def __post_init__(self) -> None:
         if self.eval_reference is None:
@@ -220,9 +221,12 @@ def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
 
 def split_images(data: PreparedData, config: TrainConfig, name: str) -> torch.Tensor:
     """The uint8 images (N, 3, H, W) of split ``name``, in the split's row order (also when the
-    prepared split holds cached features)."""
-    images = load_images(data.table, config.image_size)
-    return images[torch.from_numpy(np.flatnonzero(data.table.frame["split"].to_numpy() == name))]
+    prepared split holds cached features); kept on ``data``, so the runs sharing it load them once."""
+    key = (name, int(config.image_size))
+    if key not in data.images:
+        rows = np.flatnonzero(data.table.frame["split"].to_numpy() == name)
+        data.images[key] = load_images(data.table, config.image_size)[torch.from_numpy(rows)]
+    return data.images[key]
 
 
 def _split_tensors(name: str, rows: np.ndarray, inputs: torch.Tensor, columns: tuple, ids: np.ndarray) -> SplitTensors:

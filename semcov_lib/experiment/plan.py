@@ -21,7 +21,9 @@ from semcov_lib.experiment.results import results_frame
 from semcov_lib.experiment.tune import TuneSearch, tune_configs
 from semcov_lib.models.methods import METHODS
 
-MAIN_METHODS = tuple(METHODS)  # erm, semcovnet, sadcl, cmltnet, then the baselines
+#: Registered methods the pipeline does not train: controls run on demand (bench/diagnostic_configurations.py).
+CONTROL_METHODS = ("erm_views",)
+MAIN_METHODS = tuple(m for m in METHODS if m not in CONTROL_METHODS)  # erm, semcovnet, sadcl, cmltnet, baselines
 
 
 SEMCOVNET_SWITCHES = ("use_sdm", "use_dam", "use_dva", "use_cdi_reg")

@@ -379,6 +379,20 @@ def method_views(model: Method, data: PreparedData, config: TrainConfig, progres
     return view_bank(request.rows, n_rows, request.n, images, lambda views: cached_features(views, config, progress))
 
 
+def _extract_views(configs: list[TrainConfig], cache: DataCache, progress: bool) -> None:
+    """Fill the feature cache with the views that ``configs`` ask for, once per (dataset, rows, n),
+    here with every core (a pool worker would extract on one)."""
+    done = set()
+    for c in configs:
+        data = cache.get(c)
+        model = build_method(c.method, data.info, c.resolved_hp())
+        request = model.view_rows(data.splits["train"])
+        key = None if request is None else (data.key, request.n, request.rows.numpy().tobytes())
+        if key is not None and key not in done:
+            method_views(model, data, c, progress)
+            done.add(key)
+
+
 def _stop_point(name: str) -> None:
     """Exit at once (code 17) when ``SEMCOV_STOP_AT`` names this point: simulates a kill in tests."""
     if os.environ.get("SEMCOV_STOP_AT") == name:
@@ -467,9 +481,7 @@ def train_many(configs: list[TrainConfig], jobs: int = 1, root: str | Path | Non
             train(c, run_dir_for(c, root), progress=False, cache=cache)
             report.finished(c, run_dir_for(c, root))
         return [train(c, run_dir_for(c, root), progress=False) for c in configs]
-    for c in todo:  # the views' features are extracted here once (a pool worker extracts on one core)
-        data = cache.get(c)
-        method_views(build_method(c.method, data.info, c.resolved_hp()), data, c, progress_enabled(progress))
+    _extract_views(todo, cache, progress_enabled(progress))
     ctx = mp.get_context("spawn")
     root_str = str(root) if root else None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init_worker,

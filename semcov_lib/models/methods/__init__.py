@@ -15,6 +15,7 @@ from semcov_lib.models.methods.base import DataInfo, Method, TrainContext
 METHODS: dict[str, str] = {
     "erm": "semcov_lib.models.methods.baselines:ERM",
     "erm_desc": "semcov_lib.models.methods.baselines:ERMWithDescriptors",
+    "erm_views": "semcov_lib.models.methods.baselines:ERMWithViews",
     "semcovnet": "semcov_lib.models.methods.semcovnet:SemCovNet",
     "sadcl": "semcov_lib.models.methods.sadcl:SADCL",
     "cmltnet": "semcov_lib.models.methods.cmltnet:CMLTNet",

@@ -5,6 +5,7 @@ with T outputs; only the loss, the sampling schedule or the test-time logits dif
 
 ``erm``               plain cross-entropy
 ``erm_desc``          ERM whose classifier also takes the descriptor scores and their missing-mask
+``erm_views``         ERM with every training image shown as itself or one of its rotations (a control)
 ``cb``                class-balanced CE, w_y = (1−β)/(1−β^{n_y}), Σ w = T
 ``focal``             focal loss −α_y (1−p_y)^γ log p_y
 ``ldam_drw``          LDAM margins on a normalised-cosine classifier + deferred re-weighting
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from semcov_lib.data.views import ROTATIONS, ViewRequest
 from semcov_lib.models.backbones import VisualEncoder
 from semcov_lib.models.losses import longtail as lt
 from semcov_lib.models.methods.base import DataInfo, Method, TrainContext, final_phase_start
@@ -160,6 +162,21 @@ class ERMWithDescriptors(BaselineMethod):
     @property
     def sees_descriptors_at_test(self) -> bool:
         return self.info.n_descriptors > 0
+
+
+class ERMWithViews(BaselineMethod):
+    """ERM with *every* training image shown as itself or one of its three rotations: the views that
+    SemCovNet's default gives its rare-side images only, given to all.
+
+    The control for those views: what they do as plain augmentation, apart from where SemCovNet
+    puts them. Not part of the pipeline (its extra feature extraction does not fit the 30-minute
+    budget); ``bench/diagnostic_configurations.py --methods erm erm_views semcovnet`` runs it.
+    """
+
+    name = "erm_views"
+
+    def view_rows(self, split) -> ViewRequest:
+        return ViewRequest(torch.arange(len(split.y)), ROTATIONS)
 
 
 class ClassBalanced(BaselineMethod):
