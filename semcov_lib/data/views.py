@@ -24,15 +24,22 @@ N_VIEWS = 7
 ROTATIONS = 3
 
 
+def _check_n(n: int) -> int:
+    if not 1 <= n <= N_VIEWS:
+        raise ValueError(f"dihedral views: n={n}; a square image has 1 to {N_VIEWS} views besides itself")
+    return n
+
+
+def _transform(images: torch.Tensor, k: int) -> torch.Tensor:
+    """Dihedral transform ``k`` (1..7) of (N, C, H, W) images: rot90 k times for k <= 3, else the
+    mirror image rotated k - 4 times."""
+    return torch.rot90(images, k, (-2, -1)) if k <= 3 else torch.rot90(images.flip(-1), k - 4, (-2, -1))
+
+
 def dihedral_views(images: torch.Tensor, n: int = N_VIEWS) -> torch.Tensor:
     """(N, C, H, W) -> (N, n, C, H, W): the first ``n`` dihedral transforms of each image other than
     the identity, in the order rot90, rot180, rot270, mirror, mirror + rot90, rot180, rot270."""
-    if not 1 <= n <= N_VIEWS:
-        raise ValueError(f"dihedral views: n={n}; a square image has 1 to {N_VIEWS} views besides itself")
-    mirror = images.flip(-1)
-    views = [torch.rot90(images, k, (-2, -1)) for k in (1, 2, 3)]
-    views += [mirror] + [torch.rot90(mirror, k, (-2, -1)) for k in (1, 2, 3)]
-    return torch.stack(views[:n], 1)
+    return torch.stack([_transform(images, k) for k in range(1, _check_n(n) + 1)], 1)
 
 
 def dihedral_view(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
@@ -42,7 +49,7 @@ def dihedral_view(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     for k in range(1, N_VIEWS + 1):
         rows = (which == k).nonzero().flatten()
         if len(rows):
-            out[rows] = dihedral_views(images[rows])[:, k - 1]
+            out[rows] = _transform(images[rows], k)
     return out
 
 
@@ -92,8 +99,7 @@ def view_bank(rows: torch.Tensor, n_rows: int, n: int, images: torch.Tensor | No
         raise ValueError(f"view rows must be distinct rows of the {n_rows}-row training split")
     lookup = torch.full((n_rows,), -1, dtype=torch.long)
     lookup[rows] = torch.arange(len(rows))
-    views = dihedral_views(images if images is not None else torch.zeros(1, 1, 2, 2), n)  # validates n
     if images is None or not len(rows):
-        return ViewBank(lookup, n, None)
-    feats = features_of(views.flatten(0, 1))
+        return ViewBank(lookup, _check_n(n), None)
+    feats = features_of(dihedral_views(images, n).flatten(0, 1))
     return ViewBank(lookup, n, feats.view(len(rows), n, *feats.shape[1:]))

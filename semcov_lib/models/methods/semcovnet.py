@@ -362,8 +362,10 @@ class SemCovNet(Method):
 
     def _rare_side(self, batch: dict) -> torch.Tensor:
         """(B,) bool: the sample's concepts are rarer in its class than under balanced coverage (ratio > 1)."""
-        ratio = self.balance_weights.ratio(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"], 1.0)
-        return ratio > 1.0
+        return self._rare(batch["desc"], batch.get("desc_mask"), batch["y"], batch["subgroup"])
+
+    def _rare(self, desc: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor, subgroup: torch.Tensor) -> torch.Tensor:
+        return self.balance_weights.ratio(desc, mask, y, subgroup, 1.0) > 1.0
 
     def _jitter(self, pooled: torch.Tensor, batch: dict, rare: torch.Tensor | None = None) -> torch.Tensor:
         """Rare-side feature jitter: f_i ← f_i + α·r_j for samples whose balancing ratio is > 1.
@@ -473,8 +475,8 @@ class SemCovNet(Method):
         draws are not exact repeats."""
         if not self.views:
             return None
-        ratio = self.balance_weights.ratio(split.desc, split.desc_mask, split.y, split.subgroup, 1.0)
-        return ViewRequest((ratio > 1.0).nonzero().flatten(), self.views)
+        rare = self._rare(split.desc, split.desc_mask, split.y, split.subgroup)
+        return ViewRequest(rare.nonzero().flatten(), self.views)
 
     def selection_start_epoch(self, n_epochs: int) -> int:
         """With the coverage correction on, choose only among epochs where it acts (its final phase)."""
