@@ -23,6 +23,7 @@ from semcov_lib.data.table import SCITable
 from semcov_lib.experiment.protocol import TrainConfig
 from semcov_lib.experiment.runs import config_hash
 from semcov_lib.files import write_npy_atomic
+from semcov_lib.memory import keep_freed_memory
 from semcov_lib.models.backbones import extract_features
 from semcov_lib.models.methods.base import DataInfo
 from semcov_lib.models.text_embed import descriptor_text
@@ -186,6 +187,7 @@ class DataCache:
 def prepare_data(config: TrainConfig, progress: bool = False) -> PreparedData:
     """Load the table, images (or cached features) and the training-split statistics (no reuse:
     see :class:`DataCache`)."""
+    keep_freed_memory()  # generation and extraction allocate the same large arrays again and again
     table = load_table(config)
     for needed in ("train", "val", "test"):
         if not table.has_split(needed):

@@ -75,6 +75,7 @@ from semcov_lib.experiment.runs import (
 )
 from semcov_lib.experiment.workers import RunProgress, init_worker, progress_enabled, visible_gpus, worker_cache
 from semcov_lib.files import atomic_path, json_ready, write_csv_atomic, write_json_atomic
+from semcov_lib.memory import keep_freed_memory
 from semcov_lib.models.methods import METHODS, build_method
 from semcov_lib.models.methods.base import Method, TrainContext
 from semcov_lib.sci.cdi import Resampling, SCGReference
@@ -193,6 +194,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     folder gets a :class:`RunFolderError` at once instead of silently overwriting. ``cache``
     lends prepared data to several runs of one dataset (else it is prepared for this run).
     """
+    keep_freed_memory()  # every batch allocates the same activations: reuse them, do not page-fault
     rank, _ = _distributed()
     run_dir = Path(run_dir) if run_dir else run_dir_for(config)
     _device(config)  # device=cuda without a GPU fails before any work

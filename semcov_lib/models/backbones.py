@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from semcov_lib.memory import keep_freed_memory
 from semcov_lib.models.data_info import DataInfo
 
 BACKBONES = ("cnn", "resnet18", "efficientnet_b0", "lite0", "cached")
@@ -337,6 +338,7 @@ def extract_features(
     starts = range(0, len(images_uint8), FEATURE_CHUNK)
     workers = min(workers or usable_cores(), len(starts))
     if workers <= 1 or mp.current_process().daemon:  # a daemonic process cannot start workers
+        keep_freed_memory()
         with _one_thread():
             return _features(_feature_net(input_size, device), images_uint8, batch_size, progress)
     chunks = [images_uint8[i:i + FEATURE_CHUNK].numpy() for i in starts]  # numpy: pickled by value
@@ -415,6 +417,7 @@ _worker_features: tuple["Lite0Backbone", int] | None = None
 def _start_feature_worker(input_size: int | None, batch_size: int) -> None:
     global _worker_features
     torch.set_num_threads(1)
+    keep_freed_memory()
     _worker_features = (_feature_net(input_size, torch.device("cpu")), batch_size)
 
 
