@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,6 +88,22 @@ def test_tune_end_to_end_on_smoke(tmp_path):
     # the two configurations are different benchmarks: their ERM runs differ
     erm = table[(table["setting"] == "erm") & (table["seed"].astype(str) == "0")]
     assert erm["macro_f1"].nunique() == 2 or erm["cdi"].nunique() == 2
+    # the paired CIs recompute each difference from the prediction files: they must give the
+    # summary's d_* (from the trainer's metrics.json) and hold it inside their interval
+    paired = tu.validation_paired("smoke", [0], search, n_boot=50, runs_root=tmp_path / "runs")
+    assert sorted(set(paired["method"])) == ["closed", "off"]
+    assert sorted(set(paired["configuration"])) == ["default", "hard_descriptors"]
+    means = table[table["seed"].astype(str) == "mean"].set_index(["configuration", "setting"])
+    checked = 0
+    for metric in ("macro_f1", "head_error", "cdi"):
+        rows = paired[paired["metric"] == metric].set_index(["configuration", "method"])
+        for key, row in rows.iterrows():
+            summary = means.loc[key, f"d_{metric}"]
+            if np.isfinite(summary):
+                assert row["delta"] == pytest.approx(summary, abs=1e-9)
+                assert row["ci_low"] - 1e-9 <= row["delta"] <= row["ci_high"] + 1e-9
+                checked += 1
+    assert checked >= 8  # macro_f1 and head_error at least, for 2 settings x 2 configurations
 
 
 def test_cli_rejects_method_keys():
