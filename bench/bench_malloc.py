@@ -44,7 +44,8 @@ def child_extract(n: int) -> str:
     return hashlib.sha1(extract_features(images).numpy().tobytes()).hexdigest()
 
 
-def child_train(method: str) -> str:
+def child_train(method: str) -> tuple[str, tuple[tuple[float, float], float]]:
+    """The run's headline metrics and the (CPU, wall) clock at its start (data caches filled first)."""
     import torch
 
     from semcov_lib.experiment.batches import prepare_data

@@ -94,8 +94,8 @@ DEFAULTS: dict = {
     # so a re-drawn rare sample brings new pixels; the jitter (cdi_jitter) adds the batch's within-class
     # variation to its feature. Tried on validation and not taken (README): rotations of every image
     # (Middle error +0.011 on default, ineligible) and draws rescaled to keep each (class, subgroup)'s
-    # natural mass (cdi_within -0.069/-0.017/-0.098, less than the default's). An earlier grid (README) had the weighted `balance` forms, which lowered
-    # validation cdi_within less. The descriptor pathway (SDM, DAM, DVA) stays off: with
+    # natural mass (cdi_within -0.069/-0.017/-0.098, less than the default's). An earlier grid (README)
+    # had the weighted `balance` forms, which lowered validation cdi_within less. The descriptor pathway (SDM, DAM, DVA) stays off: with
     # it on the same corrections had a higher validation cdi_within and Middle error in an earlier
     # tuning grid (commit e849bd9); on stress the `full` ablation row also trails `backbone + correction`.
     # `--set cdi_mode=squared --set lambda_cdi=0.1` is the paper's setting.
